@@ -1,0 +1,1 @@
+"""ft-bench: one harness to benchmark fine-tuning methods."""

@@ -1,0 +1,145 @@
+"""Command line: `python -m bench VERB ...` and the `ft-bench` console script."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+VERBS = ("run", "report", "compare", "baseline", "list")
+
+
+def _fmt_record(rec: dict[str, Any]) -> str:
+    t = rec.get("time") or {}
+    q = rec.get("quality") or {}
+    bits = [f"{rec['status']:<11}", rec["name"]]
+    if t.get("step_s_median") is not None:
+        bits.append(f"{t['step_s_median'] * 1e3:.1f} ms/step")
+    if q.get("accuracy") is not None:
+        bits.append(f"acc {q['accuracy']:.3f}")
+    if rec.get("error"):
+        bits.append(f"({rec['error'].splitlines()[0][:160]})")
+    return "  ".join(bits)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import config, runner
+
+    matrix = config.load_matrix(args.matrix)
+    cells = matrix.select(args.only)
+    if not cells:
+        raise BenchError(f"--only {args.only!r} matches no cell of matrix {matrix.name!r}")
+    if args.dry_run:
+        print("\n".join(runner.plan_lines(matrix, cells)))
+        return 0
+    from bench import envinfo
+
+    run_dir = Path(args.out) if args.out else Path("reports") / "runs" / matrix.name
+    env = envinfo.collect(sys.argv)
+    env["matrix"] = {"name": matrix.name, "path": str(matrix.path), "only": args.only}
+    print(f"running {len(cells)} cell(s) of matrix {matrix.name!r} into {run_dir}", flush=True)
+
+    def show(rec: dict[str, Any]) -> None:
+        print(_fmt_record(rec), flush=True)
+
+    summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, args.start_method)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted((summary.by_status or {}).items())) or "nothing"
+    print(f"done: ran {summary.ran} ({counts}); skipped {summary.skipped} already ok. "
+          f"Results: {run_dir / 'results.jsonl'}; report: python -m bench report {run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench import report
+
+    formats = tuple(f.strip() for f in args.format.split(",")) if args.format else report.FORMATS
+    out = report.render(Path(args.run_dir), formats)
+    print(f"report written to {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare
+
+    result = compare.compare(Path(args.baseline), Path(args.current), compare.parse_percent(args.time_tol),
+                             compare.parse_percent(args.mem_tol), float(args.acc_tol))
+    print(result.markdown)
+    return result.exit_code
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from bench import compare
+
+    out = compare.save_baseline(Path(args.run_dir), args.name)
+    print(f"baseline {args.name!r} saved to {out}; commit it to gate later runs")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench import models, schema, tasks
+    from bench.config import builtin_matrices
+    from bench.registry import load_methods
+
+    print("methods:")
+    for name, cls in load_methods().items():
+        origin = "" if (cls.origin or "").startswith("methods.") else f"  [plugin: {cls.origin}]"
+        print(f"  {name:<16} {cls.description}{origin}")
+        for opt, tp, default in schema.describe(cls.Config):
+            print(f"      {opt}: {tp} = {default!r}")
+    print("models (built-in; any hub id 'org/name' or local folder also works):")
+    for name, m in models.BUILTIN.items():
+        print(f"  {name:<16} {m.description}")
+    print("tasks:")
+    for name, cls in tasks.TASKS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<16} {doc}")
+        for opt, tp, default in schema.describe(cls):
+            print(f"      {opt}: {tp} = {default!r}")
+    print("matrices: " + ", ".join(builtin_matrices()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Benchmark fine-tuning methods under one harness.")
+    sub = p.add_subparsers(dest="verb", required=True)
+    r = sub.add_parser("run", help="run a matrix (a built-in name or a TOML file)")
+    r.add_argument("matrix")
+    r.add_argument("--out", help="run directory (default: reports/runs/MATRIX); rerunning into it resumes")
+    r.add_argument("--force", action="store_true", help="rerun cells already recorded ok")
+    r.add_argument("--only", help="glob over cell names (model/variant/task/bBxS/seedN) or variant names")
+    r.add_argument("--dry-run", action="store_true", help="validate and print the plan; load nothing")
+    r.add_argument("--start-method", choices=["forkserver", "spawn"],
+                   help="how each cell's fresh process starts (default: forkserver on CPU, spawn with a GPU)")
+    r.set_defaults(func=cmd_run)
+    rp = sub.add_parser("report", help="render tables and charts from a run directory")
+    rp.add_argument("run_dir")
+    rp.add_argument("--format", help="comma-separated subset of md,csv,tex,html,png,svg,pdf")
+    rp.set_defaults(func=cmd_report)
+    c = sub.add_parser("compare", help="compare a run against a baseline; exit 1 on a regression")
+    c.add_argument("baseline")
+    c.add_argument("current")
+    c.add_argument("--time-tol", default="5%")
+    c.add_argument("--mem-tol", default="2%")
+    c.add_argument("--acc-tol", default="1.0", help="accuracy drop in percentage points")
+    c.set_defaults(func=cmd_compare)
+    b = sub.add_parser("baseline", help="copy a run's results into reports/baselines/NAME")
+    b.add_argument("run_dir")
+    b.add_argument("--name", required=True)
+    b.set_defaults(func=cmd_baseline)
+    lp = sub.add_parser("list", help="registered methods, built-in models, tasks and matrices")
+    lp.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are recorded, rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,250 @@
+"""Matrix files: TOML in, a validated list of cells out. Nothing here imports torch."""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bench import schema
+from bench.errors import ConfigError, did_you_mean
+from bench.schema import require
+
+MATRIX_DIR = Path(__file__).parent / "matrices"
+
+Precision = Literal["fp32", "bf16-mixed", "bf16"]
+Optimizer = Literal["adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Training settings of one cell. `steps` are timed; `warmup_steps` run before and are not."""
+
+    batch_size: int = 8
+    seq_len: int = 128
+    steps: int = 20
+    warmup_steps: int = 3
+    lr: float = 1e-4
+    precision: Precision = "fp32"
+    gradient_checkpointing: bool = False
+    optimizer: Optimizer = "adamw"
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = None
+    eval_examples: int | None = 256  # None: the whole eval split; 0: no evaluation
+    eval_batch_size: int = 32
+    timeout_s: float = 1800.0
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "steps", "eval_batch_size"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "must be a positive integer")
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.lr > 0, "lr", self.lr, "must be > 0")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        require(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be > 0")
+        require(self.eval_examples is None or self.eval_examples >= 0, "eval_examples", self.eval_examples,
+                "must be >= 0 (0 turns evaluation off)")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm,
+                "must be > 0")
+        require(self.threads is None or self.threads > 0, "threads", self.threads, "must be a positive integer")
+
+    def record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model: a built-in name, a hub id ("org/name") or a local folder."""
+
+    name: str
+    id: str | None = None  # hub id or path; None for built-ins
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method row of a matrix: a variant name, the registered method and its options."""
+
+    name: str
+    method: str
+    options: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides for this row only
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: ModelSpec
+    method: MethodSpec
+    task: TaskSpec
+    settings: Settings
+    seed: int
+
+    @property
+    def name(self) -> str:
+        s = self.settings
+        return f"{self.model.name}/{self.method.name}/{self.task.name}/b{s.batch_size}x{s.seq_len}/seed{self.seed}"
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that defines the cell (and nothing else): the input of `cell_id`."""
+        return {
+            "model": self.model.record(),
+            "method": self.method.method,
+            "method_config": self.method.options,
+            "task": self.task.record(),
+            "settings": self.settings.record(),
+            "seed": self.seed,
+        }
+
+    @property
+    def cell_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.identity(), "variant": self.method.name, "settings_overrides": self.method.settings}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Cell":
+        return cls(
+            model=ModelSpec(**d["model"]),
+            method=MethodSpec(d["variant"], d["method"], d["method_config"], d.get("settings_overrides", {})),
+            task=TaskSpec(d["task"]["name"], d["task"]["options"]),
+            settings=Settings(**d["settings"]),
+            seed=d["seed"],
+        )
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    path: Path
+    description: str
+    cells: list[Cell]
+
+    def select(self, pattern: str | None) -> list[Cell]:
+        if not pattern:
+            return list(self.cells)
+        return [c for c in self.cells if fnmatch.fnmatch(c.name, pattern) or fnmatch.fnmatch(c.method.name, pattern)]
+
+
+TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings"}
+
+
+def builtin_matrices() -> list[str]:
+    return sorted(p.stem for p in MATRIX_DIR.glob("*.toml"))
+
+
+def resolve_matrix_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"matrix file {str(path)!r} does not exist")
+        return path
+    if name_or_path not in builtin_matrices():
+        raise ConfigError(f"unknown matrix {name_or_path!r}{did_you_mean(name_or_path, builtin_matrices())}"
+                          " (or give a path to a .toml file)")
+    return MATRIX_DIR / f"{name_or_path}.toml"
+
+
+def load_matrix(name_or_path: str) -> Matrix:
+    path = resolve_matrix_path(name_or_path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    return parse_matrix(doc, path)
+
+
+def _list(doc: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = doc.get(key)
+    if value is None:
+        raise ConfigError(f"{where}: missing required key {key!r}")
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: {key} = {value!r} must be a non-empty list")
+    return value
+
+
+def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
+    """Validate a parsed TOML document into a Matrix; every error names the file and key."""
+    from bench import models, tasks  # noqa: PLC0415 (both are torch-free at import)
+    from bench.registry import method_class
+
+    where = str(path)
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, TOP_KEYS)}")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: defaults must be a table, got {defaults!r}")
+    axis = doc.get("settings", [{}])
+    if isinstance(axis, dict):
+        axis = [axis]
+    if not isinstance(axis, list) or not axis or not all(isinstance(a, dict) for a in axis):
+        raise ConfigError(f"{where}: settings must be a table or an array of tables ([[settings]]), got {axis!r}")
+
+    model_specs = [models.parse_spec(m, f"{where}: models[{i}]") for i, m in enumerate(_list(doc, "models", where))]
+    task_specs = [tasks.parse_spec(t, f"{where}: tasks[{i}]") for i, t in enumerate(_list(doc, "tasks", where))]
+    seeds = doc.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: seeds = {seeds!r} must be a non-empty list of integers")
+
+    method_specs: list[MethodSpec] = []
+    for i, row in enumerate(_list(doc, "methods", where)):
+        mwhere = f"{where}: methods[{i}]"
+        if isinstance(row, str):
+            row = {"method": row}
+        if not isinstance(row, dict):
+            raise ConfigError(f"{mwhere}: expected a method name or a table, got {row!r}")
+        unknown = set(row) - {"name", "method", "options", "settings"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{mwhere}: unknown key {key!r}{did_you_mean(key, ['name', 'method', 'options', 'settings'])}")
+        if not isinstance(row.get("method"), str):
+            raise ConfigError(f"{mwhere}: missing required key 'method' (a registered method name)")
+        cls = method_class(row["method"], f"{mwhere}.method")
+        options = row.get("options", {})
+        config = schema.build(cls.Config, options, f"{mwhere}.options ({row['method']})")
+        overrides = row.get("settings", {})
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{mwhere}.settings must be a table, got {overrides!r}")
+        name = row.get("name", row["method"])
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigError(f"{mwhere}.name = {name!r} must be a non-empty string without '/'")
+        method_specs.append(MethodSpec(name, row["method"], dataclasses.asdict(config), overrides))
+    names = [m.name for m in method_specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: methods: the name {dupes[0]!r} is used twice; give each row its own 'name'")
+
+    cells: list[Cell] = []
+    for model, method, task, (j, ax), seed in itertools.product(
+            model_specs, method_specs, task_specs, enumerate(axis), seeds):
+        table = {**defaults, **ax, **method.settings}
+        origin = f"{where}: settings (defaults + settings[{j}] + methods '{method.name}'.settings)"
+        settings = schema.build(Settings, table, origin)
+        cells.append(Cell(model, method, task, settings, seed))
+    ids = [c.cell_id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: two cells resolve to the same configuration; remove the duplicate rows")
+    name = doc.get("name", path.stem)
+    return Matrix(str(name), path, str(doc.get("description", "")), cells)

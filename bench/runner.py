@@ -1,0 +1,170 @@
+"""Runs a matrix: one fresh process per cell, a timeout per cell, a record per cell, resume.
+
+A failing, hanging or crashing cell is recorded with its status and reason; the matrix goes on.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import store
+from bench.config import Cell, Matrix
+from bench.errors import BenchError
+from bench import worker
+
+FAULT_CELLS_ENV = "BENCH_FAULT_CELLS"  # glob of cell names BENCH_FAULT applies to (tests only)
+
+
+@dataclass
+class Summary:
+    run_dir: Path
+    ran: int = 0
+    skipped: int = 0
+    by_status: dict[str, int] | None = None
+
+
+def plan_lines(matrix: Matrix, cells: list[Cell]) -> list[str]:
+    lines = [f"matrix {matrix.name} ({matrix.path}): {len(cells)} cell(s)"]
+    for c in cells:
+        s = c.settings
+        lines.append(f"  {c.cell_id}  {c.name}  method={c.method.method} {json.dumps(c.method.options)} "
+                     f"steps={s.warmup_steps}+{s.steps} lr={s.lr:g} precision={s.precision} "
+                     f"optimizer={s.optimizer} checkpointing={s.gradient_checkpointing}")
+    return lines
+
+
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-") as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise BenchError(f"output directory {run_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def _env_for(cell: Cell) -> dict[str, str]:
+    env = dict(os.environ)
+    glob = env.get(FAULT_CELLS_ENV)
+    if "BENCH_FAULT" in env and glob is not None and not fnmatch.fnmatch(cell.name, glob):
+        env.pop("BENCH_FAULT")
+    try:
+        if sys.stderr.isatty():
+            env["BENCH_TTY"] = os.ttyname(sys.stderr.fileno())
+    except OSError:
+        pass
+    return env
+
+
+class CellLauncher:
+    """Starts each cell in a fresh process: forked from a preloaded forkserver (imports paid once)
+    or spawned (a clean interpreter; the default where CUDA is present)."""
+
+    def __init__(self, start_method: str) -> None:
+        self.start_method = start_method
+        self.note: str | None = None
+        self.ctx = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            self.ctx.set_forkserver_preload(["bench.preload"])
+
+    def run(self, cell: Cell, run_dir: Path, matrix: str) -> dict[str, Any]:
+        """Run one cell; the record it wrote, or one saying how it ended."""
+        logs = run_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        log_path = logs / f"{cell.cell_id}.log"
+        with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+            out_path = Path(tmp) / "record.json"
+            proc = self.ctx.Process(target=worker.entry, name=f"cell-{cell.cell_id}", daemon=False,
+                                    args=(cell.to_json(), str(out_path), matrix, _env_for(cell), str(log_path)))
+            proc.start()
+            try:
+                proc.join(cell.settings.timeout_s)
+            finally:
+                timed_out = proc.is_alive()
+                if timed_out:
+                    _kill_group(proc)
+            if out_path.exists() and not timed_out:
+                return json.loads(out_path.read_text())
+        rec = worker.base_record(cell, matrix)
+        rec["finished_at"] = worker.now()
+        if timed_out:
+            rec.update(status="timeout", error=f"no result after timeout_s = {cell.settings.timeout_s:g} s; "
+                                                 f"the cell's processes were killed (log: {log_path})")
+        else:
+            code = proc.exitcode
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
+            rec.update(status="error", error=f"worker {how} before writing a record; log tail: {' | '.join(tail)}")
+        return rec
+
+
+def _kill_group(proc: Any) -> None:
+    """SIGKILL the cell's session (the cell and anything it started), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()  # it had not yet made its own session
+    proc.join()
+
+
+def default_start_method() -> str:
+    """forkserver on CPU-only machines; spawn where a GPU may be initialised by an import."""
+    return "spawn" if _has_nvidia_gpu() else "forkserver"
+
+
+def _has_nvidia_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def run_matrix(matrix: Matrix, cells: list[Cell], run_dir: Path, force: bool, env: dict[str, Any],
+               on_record: Callable[[dict[str, Any]], None] | None = None, start_method: str | None = None) -> Summary:
+    check_writable(run_dir)
+    path = run_dir / store.RESULTS
+    done: set[str] = set()
+    if path.exists() and not force:
+        done = {r["cell_id"] for r in store.read_records(path) if r["status"] == "ok"}
+    launcher = CellLauncher(start_method or default_start_method())
+    env["start_method"] = launcher.start_method
+    previous = store.read_env(run_dir)
+    env["invocations"] = [*previous.get("invocations", []), {"command": env["command"], "started_at": env["started_at"]}]
+    store.write_env(run_dir, env)
+    summary = Summary(run_dir, by_status={})
+    todo = [c for c in cells if c.cell_id not in done]
+    summary.skipped = len(cells) - len(todo)
+    bar = _matrix_bar(len(todo), matrix.name)
+    try:
+        for cell in todo:
+            if bar is not None:
+                bar.set_postfix_str(cell.name)
+            t0 = time.perf_counter()
+            rec = launcher.run(cell, run_dir, matrix.name)
+            rec["duration_s"] = time.perf_counter() - t0
+            store.append_record(run_dir, rec)
+            summary.ran += 1
+            summary.by_status[rec["status"]] = summary.by_status.get(rec["status"], 0) + 1
+            if on_record:
+                on_record(rec)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return summary
+
+
+def _matrix_bar(total: int, name: str) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="cell", position=0, dynamic_ncols=True)

@@ -1,0 +1,1 @@
+"""Measurement: memory (torch allocator, NVML, RSS) and step time. Methods never measure."""

@@ -1,0 +1,214 @@
+"""One cell, in its own process: load, adapt, train, evaluate, and return the record.
+
+The runner starts `entry` in a fresh process per cell; it writes the record to a JSON file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.config import Cell
+from bench.errors import UnsupportedError
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def base_record(cell: Cell, matrix: str) -> dict[str, Any]:
+    """The fields every record has, whatever happened to the cell."""
+    return {
+        "cell_id": cell.cell_id, "name": cell.name, "matrix": matrix, "variant": cell.method.name,
+        "method": cell.method.method, "method_config": cell.method.options, "model": cell.model.name,
+        "model_spec": cell.model.record(), "task": cell.task.name, "task_options": cell.task.options,
+        "seed": cell.seed, "settings": cell.settings.record(), "status": "error", "error": None,
+        "failed_step": None, "device": None, "params": None, "memory": None, "time": None,
+        "quality": None, "checkpoint_bytes": None, "started_at": now(), "finished_at": None,
+    }
+
+
+def checkpoint_bytes(params: dict[str, Any]) -> int:
+    """Size of the safetensors file the trainable weights save to."""
+    from safetensors.torch import save_file
+
+    tensors = {n: p.detach().contiguous().cpu() for n, p in params.items()}
+    if not tensors:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+        path = Path(tmp) / "trainable.safetensors"
+        save_file(tensors, str(path))
+        return path.stat().st_size
+
+
+def execute(cell: Cell, rec: dict[str, Any]) -> None:
+    """Run the cell, filling `rec` as it goes (so a failure keeps what was measured)."""
+    import torch
+
+    from bench import build, optim
+    from bench.evaluate import evaluate
+    from bench.trackers.memory import MemoryTracker
+    from bench.trackers.timing import StepTimer, summarize
+    from bench.train import LoopState, fault_hook, train
+
+    s = cell.settings
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = build.pick_device()
+    rec["device"] = {"kind": device.type,
+                     "name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()}
+    plan = build.plan(cell, device)
+    method, task = plan.method, plan.task
+    memory = MemoryTracker(device)  # NVML baseline before anything loads
+    try:
+        built = build.build(plan)
+        model, trainable, batcher = built.model, built.trainable, built.batcher
+        rec["params"] = {"trainable": sum(p.numel() for p in trainable),
+                         "total": sum(p.numel() for p in model.parameters())}
+        mem: dict[str, Any] = {"weights_bytes": memory.allocated_bytes()}
+        rec["memory"] = mem
+        rec.update(plan.ctx.notes)
+
+        def autocast() -> Any:
+            if s.precision == "bf16-mixed":
+                return torch.autocast(device.type, dtype=torch.bfloat16)
+            return contextlib.nullcontext()
+
+        evaluable = s.eval_examples != 0 and not (plan.ctx.model.random_weights and task.natural_text)
+        quality: dict[str, Any] = {"accuracy": None, "accuracy_before": None, "eval_loss": None,
+                                   "train_loss_first": None, "train_loss_last": None, "train_loss": [],
+                                   "eval_examples": 0, "accuracy_note": None}
+        rec["quality"] = quality
+        if not evaluable:
+            quality["accuracy_note"] = ("evaluation off (eval_examples = 0)" if s.eval_examples == 0 else
+                                        f"random weights: accuracy on {task.name} would mean nothing; "
+                                        "this row measures memory and time")
+        eval_set = task.test_subset(s.eval_examples)
+        if evaluable and method.trains:
+            quality["accuracy_before"] = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)["accuracy"]
+
+        timing: dict[str, Any] = {"train_s": None, "eval_s": None, "eval_examples_per_s": None}
+        rec["time"] = timing
+        if method.trains:
+            state = LoopState()
+            opt, opt_info = optim.build_optimizer(trainable, s, device)
+            rec["optimizer"] = opt_info
+            total_steps = s.warmup_steps + s.steps
+            batches = list(batcher.train_batches(s.batch_size, total_steps, cell.seed, device))
+            tokens = sum(int(b["attention_mask"].sum()) for b in batches[s.warmup_steps:])
+            timer = StepTimer(device)
+            bar = _step_bar(total_steps, cell.name)
+            t0 = _clock(device)
+            try:
+                train(model, opt, batches, s, trainable, memory, timer, state, autocast, fault_hook(), bar)
+            except torch.OutOfMemoryError:
+                rec["failed_step"] = state.step
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+            timing["train_s"] = _clock(device) - t0
+            mem.update(memory.read())
+            timing.update(summarize(timer.step_s(), tokens))
+            losses = [float(x) for x in torch.stack(state.losses).float().cpu()]
+            quality.update(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
+            opt_info.update(optim.state_bytes(opt))
+            opt_info["paged_active"] = device.type == "cuda" and opt_info["state_bytes_managed"] > 0
+            del batches
+        if evaluable:
+            memory.reset()
+            result = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)
+            quality.update(accuracy=result["accuracy"], eval_loss=result["eval_loss"],
+                           eval_examples=result["eval_examples"])
+            timing.update(eval_s=result["eval_s"], eval_examples_per_s=result["eval_examples_per_s"])
+            peaks = memory.read()
+            mem["eval_peak_allocated_bytes"] = peaks["peak_allocated_bytes"]
+            if not method.trains:  # the inference peak is this method's only peak
+                mem.update(peaks)
+        if not method.trains and "peak_rss_bytes" not in mem:
+            mem.update(memory.read())
+        rec["checkpoint_bytes"] = checkpoint_bytes({n: p for n, p in model.named_parameters() if p.requires_grad})
+        if memory.notes:
+            mem["notes"] = memory.notes
+    finally:
+        memory.close()
+
+
+def _clock(device: Any) -> float:
+    import time
+
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _step_bar(total: int, name: str) -> Any:
+    """A step bar on the user's terminal (the runner passes its tty path), else none."""
+    tty = os.environ.get("BENCH_TTY")
+    if not tty:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"  {name}", unit="step", leave=False, position=1,
+                file=open(tty, "w"), dynamic_ncols=True)  # noqa: SIM115 (lives as long as the bar)
+
+
+def run_cell(cell: Cell, matrix: str = "") -> dict[str, Any]:
+    rec = base_record(cell, matrix)
+    try:
+        import torch
+
+        oom: tuple[type, ...] = (torch.OutOfMemoryError,)
+    except ImportError:
+        oom = ()
+    try:
+        execute(cell, rec)
+        rec["status"] = "ok"
+    except UnsupportedError as exc:
+        rec.update(status="unsupported", error=str(exc))
+    except oom as exc:
+        where = f" at step {rec['failed_step']}" if rec["failed_step"] is not None else " outside the training steps"
+        rec.update(status="oom", error=f"out of memory{where}: {(str(exc).splitlines() or [''])[0]}")
+    except Exception as exc:  # noqa: BLE001 - any failure is a result, not a crash
+        tb = traceback.format_exc(limit=-6)
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=tb)
+    rec["finished_at"] = now()
+    return rec
+
+
+def entry(cell_json: dict[str, Any], out_path: str, matrix: str, env: dict[str, str], log_path: str) -> None:
+    """Process target: its own session (so a timeout kills its children too), output to the log."""
+    os.setsid()
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    os.environ.clear()
+    os.environ.update(env)
+    rec = run_cell(Cell.from_json(cell_json), matrix)
+    tmp = Path(out_path + ".tmp")
+    tmp.write_text(json.dumps(rec, default=str))
+    os.replace(tmp, out_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
