@@ -97,6 +97,7 @@ class CellLauncher:
                 return json.loads(out_path.read_text())
         rec = worker.base_record(cell, matrix)
         rec["finished_at"] = worker.now()
+        rec["worker_pid"] = proc.pid
         if timed_out:
             rec.update(status="timeout", error=f"no result after timeout_s = {cell.settings.timeout_s:g} s; "
                                                  f"the cell's processes were killed (log: {log_path})")

@@ -6,6 +6,7 @@ Nothing here imports torch at module level.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from dataclasses import dataclass, field
@@ -64,6 +65,11 @@ def parse_spec(value: Any, where: str) -> TaskSpec:
 
 def load_task(spec: TaskSpec) -> Task:
     options = schema.build(TASKS.get(spec.name), spec.options, f"task {spec.name}")
+    return _load(options)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(options: Any) -> Task:
     return options.load()
 
 
@@ -88,11 +94,13 @@ class SyntheticOptions:
 
         def make(n: int) -> list[Example]:
             out = []
+            half = (self.words + 1) // 2
             for _ in range(n):
                 label = rng.randint(0, 1)
-                vocab = _POS if label else _NEG
-                words = [rng.choice(vocab) if i % 2 == 0 else rng.choice(_FILL) for i in range(self.words)]
-                out.append(Example(" ".join(words), label))
+                words = [None] * (2 * half)
+                words[0::2] = rng.choices(_POS if label else _NEG, k=half)
+                words[1::2] = rng.choices(_FILL, k=half)
+                out.append(Example(" ".join(words[: self.words]), label))
             return out
 
         return Task("synthetic", ["negative", "positive"], make(self.train_size), make(self.test_size),
