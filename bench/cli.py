@@ -44,7 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(rec: dict[str, Any]) -> None:
         print(_fmt_record(rec), flush=True)
 
-    summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, args.start_method)
+    jobs = args.jobs or matrix.jobs
+    if jobs > 1:
+        print(f"note: {jobs} cells run at once; their step times contend for the machine and are not "
+              "for comparison", flush=True)
+    summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, [{} for _ in range(jobs)])
     counts = ", ".join(f"{n} {s}" for s, n in sorted((summary.by_status or {}).items())) or "nothing"
     print(f"done: ran {summary.ran} ({counts}); skipped {summary.skipped} already ok. "
           f"Results: {run_dir / 'results.jsonl'}; report: python -m bench report {run_dir}")
@@ -101,6 +105,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Benchmark fine-tuning methods under one harness.")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -110,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun cells already recorded ok")
     r.add_argument("--only", help="glob over cell names (model/variant/task/bBxS/seedN) or variant names")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; load nothing")
-    r.add_argument("--start-method", choices=["forkserver", "spawn"],
-                   help="how each cell's fresh process starts (default: forkserver on CPU, spawn with a GPU)")
+    r.add_argument("--jobs", type=_positive, help="cells run at once (default: the matrix's jobs, else 1); "
+                   "step times of concurrent cells are not for comparison")
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="render tables and charts from a run directory")
     rp.add_argument("run_dir")
@@ -140,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bench compare ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; finished cells are recorded, rerun the same command to resume", file=sys.stderr)
         return 130

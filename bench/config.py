@@ -138,6 +138,7 @@ class Matrix:
     path: Path
     description: str
     cells: list[Cell]
+    jobs: int = 1  # cells run at once on a CPU machine (timings are then contended: smoke runs only)
 
     def select(self, pattern: str | None) -> list[Cell]:
         if not pattern:
@@ -145,7 +146,7 @@ class Matrix:
         return [c for c in self.cells if fnmatch.fnmatch(c.name, pattern) or fnmatch.fnmatch(c.method.name, pattern)]
 
 
-TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings"}
+TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings", "jobs"}
 
 
 def builtin_matrices() -> list[str]:
@@ -246,5 +247,8 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: two cells resolve to the same configuration; remove the duplicate rows")
+    jobs = doc.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"{where}: jobs = {jobs!r} must be a positive integer (cells run at once)")
     name = doc.get("name", path.stem)
-    return Matrix(str(name), path, str(doc.get("description", "")), cells)
+    return Matrix(str(name), path, str(doc.get("description", "")), cells, jobs)

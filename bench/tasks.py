@@ -136,7 +136,7 @@ def _mr_local(folder: Path) -> Task:
         if not f.is_file():
             raise UnsupportedError(f"mr: {f} not found (data_dir / ${MR_ENV} must hold rt-polarity.pos and .neg)")
     rows = [Example(line.strip(), label) for label, f in sorted(files.items())
-            for line in f.read_text(encoding="latin-1").splitlines() if line.strip()]
+            for line in f.read_text(encoding="latin-1").split("\n") if line.strip()]
     random.Random(0).shuffle(rows)
     test, train = rows[:1066], rows[2132:]
     return Task("mr", ["negative", "positive"], train, test, natural_text=True, source=f"local:{folder}")

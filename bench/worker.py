@@ -55,6 +55,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
     from bench.evaluate import evaluate
     from bench.trackers.memory import MemoryTracker
     from bench.trackers.timing import StepTimer, summarize
+    from bench.trackers.weights import bits_per_param_of, weights_breakdown
     from bench.train import LoopState, fault_hook, train
 
     s = cell.settings
@@ -71,29 +72,37 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         model, trainable, batcher = built.model, built.trainable, built.batcher
         rec["params"] = {"trainable": sum(p.numel() for p in trainable),
                          "total": sum(p.numel() for p in model.parameters())}
-        mem: dict[str, Any] = {"weights_bytes": memory.allocated_bytes()}
+        # from the tensors, before any forward: bitsandbytes may repack 4-bit weights for CPU inference
+        mem: dict[str, Any] = {"weights_bytes": memory.allocated_bytes(), "weights": weights_breakdown(model)}
         rec["memory"] = mem
         rec.update(plan.ctx.notes)
+        bits = bits_per_param_of(mem["weights"])
+        if bits is not None:
+            rec["quant"] = {**rec.get("quant", {}), "bits_per_param": bits}
 
         def autocast() -> Any:
             if s.precision == "bf16-mixed":
                 return torch.autocast(device.type, dtype=torch.bfloat16)
             return contextlib.nullcontext()
 
-        evaluable = s.eval_examples != 0 and not (plan.ctx.model.random_weights and task.natural_text)
+        meaningless = plan.ctx.model.random_weights and task.natural_text
+        # A method that does not train is all evaluation: run it for time and memory even when
+        # its accuracy would mean nothing (and report no accuracy then).
+        evaluable = s.eval_examples != 0 and (not meaningless or not method.trains)
         quality: dict[str, Any] = {"accuracy": None, "accuracy_before": None, "eval_loss": None,
                                    "train_loss_first": None, "train_loss_last": None, "train_loss": [],
                                    "eval_examples": 0, "accuracy_note": None}
         rec["quality"] = quality
-        if not evaluable:
-            quality["accuracy_note"] = ("evaluation off (eval_examples = 0)" if s.eval_examples == 0 else
-                                        f"random weights: accuracy on {task.name} would mean nothing; "
+        if s.eval_examples == 0:
+            quality["accuracy_note"] = "evaluation off (eval_examples = 0)"
+        elif meaningless:
+            quality["accuracy_note"] = (f"random weights: accuracy on {task.name} would mean nothing; "
                                         "this row measures memory and time")
         eval_set = task.test_subset(s.eval_examples)
         if evaluable and method.trains:
             quality["accuracy_before"] = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)["accuracy"]
 
-        timing: dict[str, Any] = {"train_s": None, "eval_s": None, "eval_examples_per_s": None}
+        timing: dict[str, Any] = {**summarize([], 0), "train_s": None, "eval_s": None, "eval_examples_per_s": None}
         rec["time"] = timing
         if method.trains:
             state = LoopState()
@@ -124,8 +133,9 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         if evaluable:
             memory.reset()
             result = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)
-            quality.update(accuracy=result["accuracy"], eval_loss=result["eval_loss"],
-                           eval_examples=result["eval_examples"])
+            quality["eval_examples"] = result["eval_examples"]
+            if not meaningless:
+                quality.update(accuracy=result["accuracy"], eval_loss=result["eval_loss"])
             timing.update(eval_s=result["eval_s"], eval_examples_per_s=result["eval_examples_per_s"])
             peaks = memory.read()
             mem["eval_peak_allocated_bytes"] = peaks["peak_allocated_bytes"]

@@ -1,0 +1,40 @@
+"""The command line as a user runs it (subprocesses, exit codes, messages)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_dry_run_prints_the_plan_without_loading() -> None:
+    out = bench("run", "smoke", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "matrix smoke" in out.stdout and "tiny-llama/lora/synthetic" in out.stdout
+
+
+def test_bad_matrix_exits_2_with_a_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('models = ["tiny-llama"]\ntasks = ["synthetic"]\n[[methods]]\nmethod = "lorra"\n')
+    out = bench("run", str(bad), "--dry-run")
+    assert out.returncode == 2
+    assert "bad.toml: methods[0].method: unknown method 'lorra' (did you mean 'lora'?)" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_only_glob_that_matches_nothing_is_an_error() -> None:
+    out = bench("run", "smoke", "--only", "nothing*", "--dry-run")
+    assert out.returncode == 2 and "matches no cell" in out.stderr
+
+
+def test_list_shows_methods_models_tasks_matrices() -> None:
+    out = bench("list")
+    assert out.returncode == 0
+    for word in ("lora", "r: int = 8", "llama-3.2-1b", "synthetic", "smoke"):
+        assert word in out.stdout
