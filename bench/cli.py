@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(rec: dict[str, Any]) -> None:
         print(_fmt_record(rec), flush=True)
 
-    jobs = args.jobs or matrix.jobs
-    if jobs > 1:
-        print(f"note: {jobs} cells run at once; their step times contend for the machine and are not "
-              "for comparison", flush=True)
-    summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, [{} for _ in range(jobs)])
+    slots = _slots(args, matrix.jobs)
+    launcher = None
+    if args.executor != "process":
+        from bench import executors
+
+        params = executors.slurm_params(args.partition, args.time, args.gpus_per_node, args.cpus_per_task,
+                                        args.mem_gb, args.slurm_arg or []) if args.executor == "slurm" else {}
+        launcher = executors.SubmititLauncher(args.executor, params)
+        if args.executor == "slurm" and not args.jobs:
+            slots = [{} for _ in cells]  # submit every cell at once; the scheduler queues them
+    env["executor"] = args.executor
+    summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, slots, launcher, args.allow_busy_gpu)
     counts = ", ".join(f"{n} {s}" for s, n in sorted((summary.by_status or {}).items())) or "nothing"
     print(f"done: ran {summary.ran} ({counts}); skipped {summary.skipped} already ok. "
           f"Results: {run_dir / 'results.jsonl'}; report: python -m bench report {run_dir}")
@@ -105,6 +113,40 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slots(args: argparse.Namespace, matrix_jobs: int) -> list[dict[str, str]]:
+    """One environment per concurrent worker: a GPU each with --gpus, else --jobs copies."""
+    if args.gpus:
+        ids = _gpu_ids(args.gpus)
+        print(f"one worker per GPU: {', '.join(ids)}", flush=True)
+        return [{"CUDA_VISIBLE_DEVICES": i} for i in ids]
+    jobs = args.jobs or matrix_jobs
+    if jobs > 1:
+        print(f"note: {jobs} cells run at once; their step times contend for the machine and are not "
+              "for comparison", flush=True)
+    return [{} for _ in range(jobs)]
+
+
+def _gpu_ids(spec: str) -> list[str]:
+    if spec != "all":
+        ids = [p.strip() for p in spec.split(",") if p.strip()]
+        if not ids or not all(p.isdigit() for p in ids):
+            raise BenchError(f"--gpus {spec!r}: expected 'all' or GPU indices like 0,1,3")
+        return ids
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [p.strip() for p in visible.split(",") if p.strip()]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except Exception:  # noqa: BLE001 - no driver
+        count = 0
+    if count == 0:
+        raise BenchError("--gpus all: no GPU found (NVML sees none)")
+    return [str(i) for i in range(count)]
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -124,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun cells already recorded ok")
     r.add_argument("--only", help="glob over cell names (model/variant/task/bBxS/seedN) or variant names")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; load nothing")
+    r.add_argument("--gpus", help="'all' or indices like 0,1: one worker per GPU, cells spread across them")
+    r.add_argument("--allow-busy-gpu", action="store_true",
+                   help="run even if other processes hold GPU memory (recorded in env.json)")
+    r.add_argument("--executor", choices=["process", "local", "slurm"], default="process",
+                   help="process: a spawned process per cell (default); local / slurm: a submitit job per cell")
+    r.add_argument("--partition", help="SLURM partition (--executor slurm)")
+    r.add_argument("--time", type=_positive, help="SLURM time limit in minutes (default: the cell's timeout)")
+    r.add_argument("--gpus-per-node", type=_positive, default=None, help="SLURM GPUs per job")
+    r.add_argument("--cpus-per-task", type=_positive, default=None, help="SLURM CPUs per job")
+    r.add_argument("--mem-gb", type=_positive, default=None, help="SLURM memory per job in GB")
+    r.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", help="any other submitit slurm_* parameter")
     r.add_argument("--jobs", type=_positive, help="cells run at once (default: the matrix's jobs, else 1); "
                    "step times of concurrent cells are not for comparison")
     r.set_defaults(func=cmd_run)

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import store
+from bench import gpucheck, store, worker
 from bench.config import Cell, Matrix
 from bench.errors import BenchError
-from bench import worker
+from bench.runlock import RunLock
 
 FAULT_CELLS_ENV = "BENCH_FAULT_CELLS"  # glob of cell names BENCH_FAULT applies to (tests only)
 
@@ -45,7 +46,11 @@ def plan_lines(matrix: Matrix, cells: list[Cell]) -> list[str]:
     return lines
 
 
+MIN_FREE_BYTES = 64 * 2**20
+
+
 def check_writable(run_dir: Path) -> None:
+    """A clear error before any cell runs if results could not be written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-") as fh:
@@ -54,9 +59,13 @@ def check_writable(run_dir: Path) -> None:
             os.fsync(fh.fileno())
     except OSError as exc:
         raise BenchError(f"output directory {run_dir} is not writable: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise BenchError(f"output directory {run_dir} has only {free / 2**20:.1f} MiB free "
+                         f"(at least {MIN_FREE_BYTES // 2**20} MiB needed for results and logs)")
 
 
-def _env_for(cell: Cell, slot_env: dict[str, str]) -> dict[str, str]:
+def env_for(cell: Cell, slot_env: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **slot_env}
     glob = env.get(FAULT_CELLS_ENV)
     if "BENCH_FAULT" in env and glob is not None and not fnmatch.fnmatch(cell.name, glob):
@@ -86,7 +95,7 @@ class CellLauncher:
         with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
             out_path = Path(tmp) / "record.json"
             proc = self.ctx.Process(target=worker.entry, name=f"cell-{cell.cell_id}", daemon=False,
-                                    args=(cell.to_json(), str(out_path), matrix, _env_for(cell, slot_env), str(log_path)))
+                                    args=(cell.to_json(), str(out_path), matrix, env_for(cell, slot_env), str(log_path)))
             proc.start()
             try:
                 proc.join(cell.settings.timeout_s)
@@ -121,16 +130,28 @@ def _kill_group(proc: Any) -> None:
 
 def run_matrix(matrix: Matrix, cells: list[Cell], run_dir: Path, force: bool, env: dict[str, Any],
                on_record: Callable[[dict[str, Any]], None] | None = None,
-               slots: list[dict[str, str]] | None = None) -> Summary:
+               slots: list[dict[str, str]] | None = None, launcher: Any = None,
+               allow_busy_gpu: bool = False) -> Summary:
     """Run the cells not yet recorded `ok`. Each slot (its own environment overrides, e.g. a
-    CUDA_VISIBLE_DEVICES) runs one cell at a time; with one slot the cells run one after another."""
+    CUDA_VISIBLE_DEVICES) runs one cell at a time; with one slot the cells run one after another.
+    The run directory is locked for the whole run; a busy GPU is refused before any cell runs."""
     slots = slots or [{}]
     check_writable(run_dir)
+    with RunLock(run_dir) as lock:
+        if lock.took_over:
+            print(f"note: took over the stale lock of a run that died (pid {lock.took_over.get('pid')})",
+                  file=sys.stderr, flush=True)
+        env["gpu_check"] = gpucheck.check(allow_busy_gpu)
+        return _run_locked(matrix, cells, run_dir, force, env, on_record, slots, launcher or CellLauncher())
+
+
+def _run_locked(matrix: Matrix, cells: list[Cell], run_dir: Path, force: bool, env: dict[str, Any],
+                on_record: Callable[[dict[str, Any]], None] | None, slots: list[dict[str, str]],
+                launcher: Any) -> Summary:
     path = run_dir / store.RESULTS
     done: set[str] = set()
     if path.exists() and not force:
         done = {r["cell_id"] for r in store.read_records(path) if r["status"] == "ok"}
-    launcher = CellLauncher()
     previous = store.read_env(run_dir)
     env["slots"] = slots
     env["invocations"] = [*previous.get("invocations", []), {"command": env["command"], "started_at": env["started_at"]}]
