@@ -149,6 +149,20 @@ class Matrix:
 TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings", "jobs"}
 
 
+METHOD_KEYS = {"name", "method", "options", "settings", "models"}
+
+
+def _check_subset(only: Any, names: list[str], where: str, kind: str) -> None:
+    """A restriction list must be a non-empty list of names the matrix defines."""
+    if only is None:
+        return
+    if not isinstance(only, list) or not only or not all(isinstance(n, str) for n in only):
+        raise ConfigError(f"{where} = {only!r} must be a non-empty list of {kind} names")
+    for n in only:
+        if n not in names:
+            raise ConfigError(f"{where}: {n!r} is not a {kind} of this matrix{did_you_mean(n, names)}")
+
+
 def builtin_matrices() -> list[str]:
     return sorted(p.stem for p in MATRIX_DIR.glob("*.toml"))
 
@@ -203,23 +217,40 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
     if not isinstance(axis, list) or not axis or not all(isinstance(a, dict) for a in axis):
         raise ConfigError(f"{where}: settings must be a table or an array of tables ([[settings]]), got {axis!r}")
 
-    model_specs = [models.parse_spec(m, f"{where}: models[{i}]") for i, m in enumerate(_list(doc, "models", where))]
+    model_specs, model_tasks, model_settings = [], [], []
+    for i, m in enumerate(_list(doc, "models", where)):
+        only, overrides = None, {}
+        if isinstance(m, dict):
+            m = dict(m)
+            only = m.pop("tasks", None)  # this model runs only these tasks
+            overrides = m.pop("settings", {})  # and with these settings
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"{where}: models[{i}].settings must be a table, got {overrides!r}")
+        model_specs.append(models.parse_spec(m, f"{where}: models[{i}]"))
+        model_tasks.append(only)
+        model_settings.append(overrides)
     task_specs = [tasks.parse_spec(t, f"{where}: tasks[{i}]") for i, t in enumerate(_list(doc, "tasks", where))]
+    task_names = [t.name for t in task_specs]
+    for i, only in enumerate(model_tasks):
+        _check_subset(only, task_names, f"{where}: models[{i}].tasks", "task")
     seeds = doc.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{where}: seeds = {seeds!r} must be a non-empty list of integers")
 
     method_specs: list[MethodSpec] = []
+    method_models: list[list[str] | None] = []
     for i, row in enumerate(_list(doc, "methods", where)):
         mwhere = f"{where}: methods[{i}]"
         if isinstance(row, str):
             row = {"method": row}
         if not isinstance(row, dict):
             raise ConfigError(f"{mwhere}: expected a method name or a table, got {row!r}")
-        unknown = set(row) - {"name", "method", "options", "settings"}
+        unknown = set(row) - METHOD_KEYS
         if unknown:
             key = sorted(unknown)[0]
-            raise ConfigError(f"{mwhere}: unknown key {key!r}{did_you_mean(key, ['name', 'method', 'options', 'settings'])}")
+            raise ConfigError(f"{mwhere}: unknown key {key!r}{did_you_mean(key, METHOD_KEYS)}")
+        _check_subset(row.get("models"), [m.name for m in model_specs], f"{mwhere}.models", "model")
+        method_models.append(row.get("models"))
         if not isinstance(row.get("method"), str):
             raise ConfigError(f"{mwhere}: missing required key 'method' (a registered method name)")
         cls = method_class(row["method"], f"{mwhere}.method")
@@ -238,12 +269,19 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
         raise ConfigError(f"{where}: methods: the name {dupes[0]!r} is used twice; give each row its own 'name'")
 
     cells: list[Cell] = []
-    for model, method, task, (j, ax), seed in itertools.product(
-            model_specs, method_specs, task_specs, enumerate(axis), seeds):
-        table = {**defaults, **ax, **method.settings}
-        origin = f"{where}: settings (defaults + settings[{j}] + methods '{method.name}'.settings)"
+    for (mi, model), (ri, method), task, (j, ax), seed in itertools.product(
+            enumerate(model_specs), enumerate(method_specs), task_specs, enumerate(axis), seeds):
+        if model_tasks[mi] is not None and task.name not in model_tasks[mi]:
+            continue
+        if method_models[ri] is not None and model.name not in method_models[ri]:
+            continue
+        table = {**defaults, **ax, **model_settings[mi], **method.settings}
+        origin = (f"{where}: settings (defaults + settings[{j}] + models '{model.name}'.settings"
+                  f" + methods '{method.name}'.settings)")
         settings = schema.build(Settings, table, origin)
         cells.append(Cell(model, method, task, settings, seed))
+    if not cells:
+        raise ConfigError(f"{where}: the restrictions (models[].tasks, methods[].models) leave no cell to run")
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: two cells resolve to the same configuration; remove the duplicate rows")

@@ -141,6 +141,12 @@ def load_config(spec: ModelSpec) -> Any:
                 f"model {spec.id!r} ships custom code; it runs only if the matrix sets "
                 f"trust_remote_code = true for this model") from None
         raise
+    except OSError as exc:  # not on disk and the hub unreachable (or offline mode)
+        if Path(str(location)).exists():
+            raise
+        raise UnsupportedError(f"model {spec.id!r} is not available here: not a local folder, and the hub "
+                               f"could not be reached or HF_HUB_OFFLINE is set ({str(exc).splitlines()[0][:200]})"
+                               ) from None
 
 
 def model_info(spec: ModelSpec, config: Any) -> ModelInfo:

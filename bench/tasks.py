@@ -148,7 +148,11 @@ def _mr_hub(hub_id: str) -> Task:
     except ImportError:
         raise UnsupportedError(f"mr: no data_dir and no ${MR_ENV} set, and the 'datasets' package is missing "
                                "to load the hub copy: pip install '.[hub]' or point BENCH_MR_DIR at rt-polarity files") from None
-    ds = datasets.load_dataset(hub_id)
+    try:
+        ds = datasets.load_dataset(hub_id)
+    except (OSError, ConnectionError, ValueError) as exc:  # offline, or the hub unreachable
+        raise UnsupportedError(f"mr: the hub dataset {hub_id!r} could not be loaded ({str(exc).splitlines()[0][:200]}); "
+                               f"offline, point ${MR_ENV} or data_dir at a folder with rt-polarity.pos/.neg") from None
     train = [Example(r["text"], int(r["label"])) for r in ds["train"]]
     test = [Example(r["text"], int(r["label"])) for r in ds["test"]]
     random.Random(0).shuffle(test)  # a fixed, class-mixed order, so eval_examples takes a fair subset

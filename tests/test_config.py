@@ -91,3 +91,21 @@ def test_settings_reject_impossible_values() -> None:
 @pytest.mark.parametrize("name", builtin_matrices())
 def test_builtin_matrices_validate(name: str) -> None:
     assert load_matrix(name).cells
+
+
+def test_restrictions_pick_model_tasks_and_method_models(tmp_path: Path) -> None:
+    text = """
+models = [{ name = "tiny-llama", tasks = ["synthetic"] }, "tiny-bert"]
+tasks = ["synthetic", "mr"]
+[[methods]]
+method = "full"
+[[methods]]
+method = "icl"
+models = ["tiny-llama"]
+"""
+    cells = load_matrix(str(write(tmp_path, text))).cells
+    names = sorted(c.name.rsplit("/", 2)[0] for c in cells)
+    assert names == ["tiny-bert/full/mr", "tiny-bert/full/synthetic", "tiny-llama/full/synthetic",
+                     "tiny-llama/icl/synthetic"]
+    with pytest.raises(ConfigError, match=r"methods\[1\].models: 'tiny-lama' is not a model of this matrix"):
+        load_matrix(str(write(tmp_path, text.replace('models = ["tiny-llama"]', 'models = ["tiny-lama"]'))))
