@@ -20,9 +20,12 @@ matplotlib.use("Agg")  # rendering must work on headless CI machines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-# Okabe-Ito. Yellow is hard to see on white, so it is only handed out once the others are taken.
+# Okabe-Ito first; past seven methods, Paul Tol's "muted" scheme (also designed to survive colour
+# blindness), then Okabe-Ito's yellow (hard to see on white) and grey. Ten registered methods must
+# never share a colour.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]
-OVERFLOW = ["#F0E442", "#999999"]
+OVERFLOW = ["#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#DDCC77", "#88CCEE",
+            "#CC6677", "#F0E442", "#999999"]
 
 RC = {
     "pdf.fonttype": 42,  # TrueType in PDFs: journals reject Type 3 fonts

@@ -94,8 +94,9 @@ class CellLauncher:
         log_path = logs / f"{cell.cell_id}.log"
         with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
             out_path = Path(tmp) / "record.json"
-            proc = self.ctx.Process(target=worker.entry, name=f"cell-{cell.cell_id}", daemon=False,
-                                    args=(cell.to_json(), str(out_path), matrix, env_for(cell, slot_env), str(log_path)))
+            proc = self.ctx.Process(target=_cell_main, name=f"cell-{cell.cell_id}", daemon=False,
+                                    args=(os.getpid(), cell.to_json(), str(out_path), matrix,
+                                          env_for(cell, slot_env), str(log_path)))
             proc.start()
             try:
                 proc.join(cell.settings.timeout_s)
@@ -117,6 +118,26 @@ class CellLauncher:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
             rec.update(status="error", error=f"worker {how} before writing a record; log tail: {' | '.join(tail)}")
         return rec
+
+
+def _cell_main(runner_pid: int, *args: Any) -> None:
+    """The cell process: dies with the runner (a SIGKILLed runner must not leave a cell holding the
+    GPU for the rerun to measure against), then runs the cell."""
+    _die_with_parent(runner_pid)
+    worker.entry(*args)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent_pid:  # the runner died before the line above took effect
+        os._exit(1)
 
 
 def _kill_group(proc: Any) -> None:

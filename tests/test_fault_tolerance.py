@@ -160,3 +160,29 @@ def test_garbage_results_give_exit_2_with_file_and_line(tmp_path: Path, verb: st
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2, out.stdout + out.stderr
     assert "results.jsonl:2" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_runner_takes_its_running_cell_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix, out = tmp_path / "m.toml", tmp_path / "run"
+    matrix.write_text(MATRIX)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_FAULT": "hang@0", "BENCH_FAULT_CELLS": "*"}
+    proc = subprocess.Popen(bench_cmd("run", str(matrix), "--out", str(out)), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while not children and time.monotonic() < deadline:  # the cell process, once it has started
+        time.sleep(0.5)
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert children, "the cell process never started"
+    time.sleep(3)  # past the cell's prctl
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() and
+                                              "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]
+                                              for c in children):
+        time.sleep(0.2)
+    alive = [c for c in children if Path(f"/proc/{c}").exists()
+             and Path(f"/proc/{c}/stat").read_text().split()[2] != "Z"]
+    assert not alive, f"cell processes outlived the runner: {alive}"

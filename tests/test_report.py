@@ -247,6 +247,12 @@ def test_method_colours_are_distinct_and_independent_of_order(methods: set[str])
     assert report_style.method_colours(sorted(methods, reverse=True)) == colours
 
 
+def test_every_registered_method_gets_its_own_colour() -> None:
+    names = ["full", "lora", "qlora", "int8_lora", "houlsby", "pfeiffer", "prompt_tuning", "prefix_tuning",
+             "ia3", "icl", "plugin_a", "plugin_b"]
+    assert len(set(report_style.method_colours(names).values())) == len(names)
+
+
 @given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 100)), max_size=30))
 def test_pareto_front_is_exactly_the_undominated_points(points: list[tuple[float, float]]) -> None:
     front = report_data.pareto_front(points)
