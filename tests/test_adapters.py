@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import losses_on_one_batch
+
 from bench import build, schema
 from bench.config import Cell, MethodSpec, ModelSpec, Settings, TaskSpec
 from bench.errors import ConfigError, UnsupportedError
@@ -31,21 +33,6 @@ def built(model: str, method: str, options: dict | None = None, **settings) -> b
 
 def first_batch(b: build.Built) -> dict[str, torch.Tensor]:
     return next(b.batcher.train_batches(4, 1, 0, torch.device("cpu")))
-
-
-def losses_on_one_batch(b: build.Built, steps: int = 6, lr: float = 1e-2) -> list[float]:
-    """A few AdamW steps on one fixed batch (dropout off, so the losses compare)."""
-    model, batch = b.model, first_batch(b)
-    model.eval()
-    opt = torch.optim.AdamW(b.trainable, lr=lr)
-    out = []
-    for _ in range(steps):
-        loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        out.append(float(loss.detach()))
-    return out
 
 
 @pytest.mark.parametrize("method", ["houlsby", "pfeiffer"])

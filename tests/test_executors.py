@@ -11,25 +11,11 @@ import pytest
 
 from bench import cli, store
 from bench.errors import BenchError
+from tests.helpers import tiny_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MATRIX = """
-name = "ex"
-models = ["tiny-llama"]
-tasks = ["synthetic"]
-[defaults]
-batch_size = 2
-seq_len = 16
-steps = 2
-warmup_steps = 1
-eval_examples = 4
-threads = 1
-timeout_s = 120
-[[methods]]
-method = "lora"
-options = { r = 2 }
-"""
+MATRIX = tiny_matrix('[[methods]]\nmethod = "lora"\noptions = { r = 2 }\n')
 
 
 def run(tmp_path: Path, name: str, *extra: str) -> list[dict]:

@@ -15,32 +15,17 @@ import pytest
 from bench import gpucheck, runner, store
 from bench.config import load_matrix
 from bench.runlock import RunDirLocked, RunLock
+from tests.helpers import FULL_AND_LORA, tiny_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MATRIX = """
-name = "ft"
-models = ["tiny-llama"]
-tasks = ["synthetic"]
-[defaults]
-batch_size = 2
-seq_len = 16
-steps = 2
-warmup_steps = 1
-eval_examples = 4
-threads = 1
-timeout_s = 120
-[[methods]]
-method = "full"
-[[methods]]
-method = "lora"
-options = { r = 2 }
+MATRIX = tiny_matrix(FULL_AND_LORA + """
 [[methods]]
 method = "ia3"
 [[methods]]
 method = "prompt_tuning"
 options = { num_virtual_tokens = 2 }
-"""
+""")
 
 
 def bench_cmd(*args: str) -> list[str]:

@@ -7,7 +7,7 @@ import torch
 from bench import build
 from bench.errors import UnsupportedError
 from bench.registry import load_methods
-from tests.helpers import cell
+from tests.helpers import cell, losses_on_one_batch
 
 MODELS = ["tiny-llama", "tiny-bert"]
 
@@ -28,16 +28,7 @@ def test_training_steps_lower_the_loss(method: str, model: str) -> None:
         assert not built.trainable, "a method that does not train must freeze every parameter"
         return
     assert built.trainable
-    batch = next(built.batcher.train_batches(4, 1, seed=0, device=torch.device("cpu")))
-    opt = torch.optim.AdamW(built.trainable, lr=1e-2)
-    built.model.train()
-    losses = []
-    for _ in range(6):
-        loss = built.model(**batch).loss
-        losses.append(float(loss))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    losses = losses_on_one_batch(built)
     assert losses[-1] < losses[0], f"{method} on {model}: loss {losses}"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import losses_on_one_batch
+
 from bench import build
 from bench.config import Cell, MethodSpec, ModelSpec, Settings, TaskSpec
 from bench.errors import ConfigError, UnsupportedError
@@ -20,22 +22,6 @@ def built(model: str, method: str, options: dict | None = None) -> build.Built:
     return build.build(build.plan(cell(model, method, options), torch.device("cpu")))
 
 
-def losses_on_one_batch(b: build.Built, steps: int = 6, lr: float = 3e-2) -> list[float]:
-    """A few AdamW steps on one fixed batch (dropout off, so the losses compare)."""
-    model = b.model
-    batch = next(b.batcher.train_batches(4, 1, 0, torch.device("cpu")))
-    model.eval()
-    opt = torch.optim.AdamW(b.trainable, lr=lr)
-    out = []
-    for _ in range(steps):
-        loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        out.append(float(loss.detach()))
-    return out
-
-
 @pytest.mark.parametrize("model, method, options", [
     ("tiny-llama", "prefix_tuning", {"num_virtual_tokens": 4}),
     ("tiny-llama", "prefix_tuning", {"num_virtual_tokens": 4, "projection": True}),
@@ -45,7 +31,7 @@ def losses_on_one_batch(b: build.Built, steps: int = 6, lr: float = 3e-2) -> lis
 def test_loss_goes_down(model: str, method: str, options: dict) -> None:
     b = built(model, method, options)
     assert 0 < sum(p.numel() for p in b.trainable) < sum(p.numel() for p in b.model.parameters()) // 10
-    losses = losses_on_one_batch(b)
+    losses = losses_on_one_batch(b, lr=3e-2)
     assert losses[-1] < losses[0], losses
 
 

@@ -8,30 +8,12 @@ import pytest
 
 from bench import runner, store
 from bench.config import load_matrix
+from tests.helpers import FULL_AND_LORA, tiny_matrix
 
-MATRIX = """
-name = "rt"
-models = ["tiny-llama"]
-tasks = ["synthetic"]
-[defaults]
-batch_size = 2
-seq_len = 16
-steps = 2
-warmup_steps = 1
-eval_examples = 4
-threads = 1
-timeout_s = {timeout}
-[[methods]]
-method = "full"
-[[methods]]
-method = "lora"
-options = {{ r = 2 }}
-"""
-
-
-def run(tmp_path: Path, timeout: float = 120, force: bool = False) -> tuple[runner.Summary, list[dict]]:
+def run(tmp_path: Path, timeout: float = 300, force: bool = False,
+        methods: str = FULL_AND_LORA) -> tuple[runner.Summary, list[dict]]:
     path = tmp_path / "m.toml"
-    path.write_text(MATRIX.format(timeout=timeout))
+    path.write_text(tiny_matrix(methods, timeout=timeout))
     matrix = load_matrix(str(path))
     out = tmp_path / "run"
     env = {"command": "test", "started_at": "now"}
@@ -78,7 +60,8 @@ def test_a_crashing_worker_is_an_error(tmp_path: Path, fault) -> None:
 
 def test_a_hanging_cell_times_out_and_leaves_no_process(tmp_path: Path, fault) -> None:
     fault("hang@0")
-    _, recs = run(tmp_path, timeout=15)
+    hanging_first = FULL_AND_LORA.replace('method = "full"', 'method = "full"\nsettings = { timeout_s = 15 }')
+    _, recs = run(tmp_path, methods=hanging_first)
     assert recs[0]["status"] == "timeout" and "timeout_s = 15" in recs[0]["error"]
     with pytest.raises(ProcessLookupError):
         os.killpg(recs[0]["worker_pid"], 0)
