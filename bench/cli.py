@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-VERBS = ("run", "report", "compare", "baseline", "list")
+VERBS = ("run", "report", "compare", "baseline", "list", "predict", "capacity", "selfcheck")
 
 
 def _fmt_record(rec: dict[str, Any]) -> str:
@@ -56,6 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.executor == "slurm" and not args.jobs:
             slots = [{} for _ in cells]  # submit every cell at once; the scheduler queues them
     env["executor"] = args.executor
+    if args.peak_tflops:
+        from bench.flops import PEAK_ENV
+
+        os.environ[PEAK_ENV] = str(args.peak_tflops)  # the cells inherit it
+        env["peak_tflops"] = args.peak_tflops
     summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, slots, launcher, args.allow_busy_gpu)
     counts = ", ".join(f"{n} {s}" for s, n in sorted((summary.by_status or {}).items())) or "nothing"
     print(f"done: ran {summary.ran} ({counts}); skipped {summary.skipped} already ok. "
@@ -177,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus-per-task", type=_positive, default=None, help="SLURM CPUs per job")
     r.add_argument("--mem-gb", type=_positive, default=None, help="SLURM memory per job in GB")
     r.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", help="any other submitit slurm_* parameter")
+    r.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak for MFU (default: from the "
+                   "table of known GPUs)")
     r.add_argument("--jobs", type=_positive, help="cells run at once (default: the matrix's jobs, else 1); "
                    "step times of concurrent cells are not for comparison")
     r.set_defaults(func=cmd_run)
@@ -197,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_baseline)
     lp = sub.add_parser("list", help="registered methods, built-in models, tasks and matrices")
     lp.set_defaults(func=cmd_list)
+    from bench import cli_measure
+
+    cli_measure.add_commands(sub)
     return p
 
 

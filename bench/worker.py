@@ -51,8 +51,10 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
     """Run the cell, filling `rec` as it goes (so a failure keeps what was measured)."""
     import torch
 
-    from bench import build, optim
+    from bench import build, capacity, optim
     from bench.evaluate import evaluate
+    from bench.forgetting import Forgetting
+    from bench.trackers.breakdown import breakdown, gradient_bytes, parameter_bytes
     from bench.trackers.memory import MemoryTracker
     from bench.trackers.timing import StepTimer, summarize
     from bench.trackers.weights import bits_per_param_of, weights_breakdown
@@ -66,6 +68,9 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
                      "name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()}
     plan = build.plan(cell, device)
     method, task = plan.method, plan.task
+    cap = capacity.apply_cap(device)
+    if cap is not None:
+        rec["memory_cap"] = cap
     memory = MemoryTracker(device)  # NVML baseline before anything loads
     try:
         built = build.build(plan)
@@ -74,6 +79,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
                          "total": sum(p.numel() for p in model.parameters())}
         # from the tensors, before any forward: bitsandbytes may repack 4-bit weights for CPU inference
         mem: dict[str, Any] = {"weights_bytes": memory.allocated_bytes(), "weights": weights_breakdown(model)}
+        params_split = parameter_bytes(model)
         rec["memory"] = mem
         rec.update(plan.ctx.notes)
         bits = bits_per_param_of(mem["weights"])
@@ -101,6 +107,8 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         eval_set = task.test_subset(s.eval_examples)
         if evaluable and method.trains:
             quality["accuracy_before"] = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)["accuracy"]
+        forgetting = Forgetting(quality, plan.ctx.model.kind, method.trains, plan.ctx.model.random_weights, s)
+        forgetting.measure("before", model, batcher.tok, s, device, autocast)
 
         timing: dict[str, Any] = {**summarize([], 0), "train_s": None, "eval_s": None, "eval_examples_per_s": None}
         rec["time"] = timing
@@ -115,7 +123,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             bar = _step_bar(total_steps, cell.name)
             t0 = _clock(device)
             try:
-                train(model, opt, batches, s, trainable, memory, timer, state, autocast, fault_hook(), bar)
+                watch = train(model, opt, batches, s, trainable, memory, timer, state, autocast, fault_hook(), bar)
             except torch.OutOfMemoryError:
                 rec["failed_step"] = state.step
                 raise
@@ -125,11 +133,17 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             timing["train_s"] = _clock(device) - t0
             mem.update(memory.read())
             timing.update(summarize(timer.step_s(), tokens))
-            losses = [float(x) for x in torch.stack(state.losses).float().cpu()]
+            losses = [float(x) for x in state.losses.cpu()]
             quality.update(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
             opt_info.update(optim.state_bytes(opt))
             opt_info["paged_active"] = device.type == "cuda" and opt_info["state_bytes_managed"] > 0
+            mem["breakdown"] = breakdown(params_split, gradient_bytes(trainable), opt_info, watch)
+            # after the peak and the timings are read: an extra forward/backward, no optimizer step
+            rec["flops"] = _flops(model, batches[s.warmup_steps], autocast, trainable, timing, rec["device"], s)
             del batches
+        else:
+            rec["flops"] = _flops(None, {}, autocast, trainable, timing, rec["device"], s)
+        forgetting.measure("after", model, batcher.tok, s, device, autocast)
         if evaluable:
             memory.reset()
             result = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)
@@ -143,11 +157,40 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
                 mem.update(peaks)
         if not method.trains and "peak_rss_bytes" not in mem:
             mem.update(memory.read())
+        # after every peak is read: building the meta model must not show in the process' RSS peak
+        mem["predicted"] = _predict(cell, device.type, len(task.label_words))
         rec["checkpoint_bytes"] = checkpoint_bytes({n: p for n, p in model.named_parameters() if p.requires_grad})
         if memory.notes:
             mem["notes"] = memory.notes
     finally:
         memory.close()
+
+
+def _predict(cell: Cell, device_type: str, num_labels: int | None) -> dict[str, Any]:
+    """The memory model's prediction for this cell, or a block saying why there is none."""
+    try:
+        from bench.memory_model import predict
+
+        return predict(cell, device_type, num_labels)
+    except Exception as exc:  # noqa: BLE001 - a prediction never fails the cell
+        return {"peak_bytes": None, "notes": [f"no prediction: {type(exc).__name__}: {exc}"]}
+
+
+def _flops(model: Any, batch: dict[str, Any], autocast: Any, trainable: list[Any], timing: dict[str, Any],
+           device: dict[str, Any], s: Any) -> dict[str, Any]:
+    """The `flops` block, counted on one extra forward and backward (see bench/flops.py)."""
+    from bench import flops
+
+    count, note = None, None
+    if model is None:
+        note = "the method trains nothing: no training step to count"
+    else:
+        try:
+            count = flops.count_step_flops(model, batch, autocast, trainable)
+        except Exception as exc:  # noqa: BLE001 - out of memory or an op the counter cannot take: a note
+            note = f"FLOPs not counted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    return flops.flops_record(count, timing.get("step_s_median"), device.get("name"), device.get("kind") == "cuda",
+                              s.precision, s.gradient_checkpointing, note)
 
 
 def _clock(device: Any) -> float:
@@ -199,6 +242,8 @@ def run_cell(cell: Cell, matrix: str = "") -> dict[str, Any]:
     except oom as exc:
         where = f" at step {rec['failed_step']}" if rec["failed_step"] is not None else " outside the training steps"
         rec.update(status="oom", error=f"out of memory{where}: {(str(exc).splitlines() or [''])[0]}")
+        device = (rec.get("device") or {}).get("kind", "cuda")
+        rec["memory"] = {**(rec["memory"] or {}), "predicted": _predict(cell, device, None)}  # what it would need
     except Exception as exc:  # noqa: BLE001 - any failure is a result, not a crash
         tb = traceback.format_exc(limit=-6)
         rec.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=tb)

@@ -49,9 +49,9 @@ def _state_bytes(state: Any, storages: _Storages) -> int:
     return total
 
 
-def weights_breakdown(model: nn.Module) -> dict[str, int]:
-    """Bytes of quantized payload, quantization constants and everything else (parameters and
-    buffers), and the number of parameters the quantized tensors stand for."""
+def weights_breakdown(model: nn.Module, buffers: bool = True) -> dict[str, int]:
+    """Bytes of quantized payload, quantization constants and everything else (parameters, and
+    buffers unless `buffers` is False), and the number of parameters the quantized tensors stand for."""
     storages = _Storages()
     payload = constants = unquantized = quantized_params = 0
     for p in model.parameters():
@@ -67,7 +67,7 @@ def weights_breakdown(model: nn.Module) -> dict[str, int]:
             quantized_params += p.numel()
         else:
             unquantized += storages.add(p)
-    for b in model.buffers():
+    for b in model.buffers() if buffers else ():
         unquantized += storages.add(b)
     return {"quantized_payload_bytes": payload, "quant_constants_bytes": constants,
             "unquantized_bytes": unquantized, "quantized_params": quantized_params}

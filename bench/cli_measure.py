@@ -1,0 +1,184 @@
+"""`bench predict`, `bench capacity` and `bench selfcheck`: the verbs that explain and check figures.
+
+bench/cli.py adds them with `cli_measure.add_commands(sub)`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+GIB = 2**30
+
+
+def _cells(matrix_name: str, only: str | None) -> tuple[Any, list[Any]]:
+    from bench import config
+
+    matrix = config.load_matrix(matrix_name)
+    cells = matrix.select(only)
+    if not cells:
+        raise BenchError(f"--only {only!r} matches no cell of matrix {matrix.name!r}")
+    return matrix, cells
+
+
+def _gib(value: Any) -> str:
+    return f"{value / GIB:9.3f}" if isinstance(value, (int, float)) else f"{'-':>9}"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import warnings
+
+    from bench import memory_model
+    from bench.errors import UnsupportedError
+
+    _, cells = _cells(args.matrix, args.only)
+    print(f"predicted training memory, GiB (2^30 bytes), for {args.device.upper()}; no weights loaded")
+    print(f"{'cell':<60} {'trainable':>13} {'params':>9} {'grads':>9} {'optim':>9} {'activ':>9} {'peak':>9}")
+    failed: dict[Any, str] = {}  # a model whose config cannot load fails every cell of it: say so once
+    formulas: set[str] = set()
+    for cell in cells:
+        reason = failed.get(cell.model)
+        if reason is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    p = memory_model.predict(cell, args.device)
+            except (UnsupportedError, OSError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
+                if isinstance(exc, (UnsupportedError, OSError)) and "not available" in str(exc):
+                    failed[cell.model] = reason
+        if reason is not None:
+            print(f"{cell.name:<60} unsupported: {reason}")
+            continue
+        formulas.add(p["formula"] or "")
+        print(f"{cell.name:<60} {p['trainable_params']:>13,d} {_gib(p['parameters_bytes'])} "
+              f"{_gib(p['gradients_bytes'])} {_gib(p['optimizer_bytes'])} {_gib(p['activations_bytes'])} "
+              f"{_gib(p['peak_bytes'])}" + (f"  (+{p['optimizer_managed_bytes'] / GIB:.3f} managed)"
+                                          if p["optimizer_managed_bytes"] else "")
+              + (f"  [{p['peak_phase']}]" if p["peak_phase"] else "") + "".join(f"  note: {n}" for n in p["notes"]))
+    for f in sorted(x for x in formulas if x):
+        print(f"formula: {f}")
+    return 0
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    import os
+
+    from bench import capacity, gpucheck, runner, worker
+
+    budget = capacity.parse_bytes(args.budget)
+    matrix, cells = _cells(args.matrix, args.only)
+    fake = os.environ.get(capacity.FAKE_ENV)
+    if not fake and not _cuda():
+        raise BenchError("capacity caps torch's CUDA allocator (set_per_process_memory_fraction): it needs a "
+                         "CUDA GPU, and this machine has none")
+    run_dir = Path(args.out) if args.out else Path("reports") / "runs" / matrix.name
+    runner.check_writable(run_dir)
+    print(f"capacity of {len(cells)} cell(s) under {budget / GIB:.2f} GiB (2^30 bytes), varying {args.vary}; "
+          f"records: {run_dir / capacity.CAPACITY}")
+    print(f"note: {capacity.OUTSIDE_CAP}")
+    if fake:
+        probe = capacity.fake_probe(budget, int(fake))
+        print(f"note: {capacity.FAKE_ENV} is set: fake probes ({int(fake)} bytes per unit), no process runs")
+    else:
+        gpucheck.check(args.allow_busy_gpu)  # another process's memory would shrink every budget
+        launcher = runner.CellLauncher()
+
+        def probe(cell: Any, vary: str, value: int) -> dict[str, Any]:
+            print(f"  probe {cell.name} ...", end="", flush=True)
+            rec = launcher.run(cell, run_dir, matrix.name, {capacity.CAP_ENV: str(budget)})
+            print(f" {rec['status']}", flush=True)
+            return rec
+    for cell in cells:
+        limit = args.limit or capacity.default_limit(cell, args.vary)
+        started = worker.now()
+        rec = capacity.cell_capacity(cell, args.vary, budget, limit, probe)
+        rec.update(matrix=matrix.name, started_at=started, finished_at=worker.now(), fake=bool(fake))
+        capacity.append(run_dir, rec)
+        best = rec["best"] if rec["status"] == "ok" else f"error ({rec['error']})"
+        print(f"{cell.name:<60} largest {args.vary} = {best}  ({len(rec['probes'])} probes)", flush=True)
+    return 0
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    from bench import selfcheck
+
+    _, cells = _cells(args.matrix, args.only)
+    if len(cells) != 1:
+        names = ", ".join(c.name for c in cells[:5])
+        more = ", ..." if len(cells) > 5 else ""
+        raise BenchError(f"--only {args.only!r} matches {len(cells)} cells ({names}{more}); "
+                         "selfcheck takes exactly one")
+    cell = selfcheck.selfcheck_cell(cells[0], args.steps)
+    s = cell.settings
+    print(f"selfcheck {cell.name}: {args.rounds} round(s) of bare loop vs harness, {s.warmup_steps}+{s.steps} steps, "
+          "evaluation off, each run in a fresh process")
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-selfcheck-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = selfcheck.compare(cell, args.rounds, work)
+    except RuntimeError as exc:
+        raise BenchError(f"selfcheck: {exc}") from None
+    print(selfcheck.main_summary(result))
+    return 0
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predicted memory per cell (parameters, gradients, optimizer, activations, "
+                       "peak); loads no weights")
+    p.add_argument("matrix")
+    p.add_argument("--only", help="glob over cell names or variant names")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="where the cells would run (attention kernels and paging differ); default cuda")
+    p.set_defaults(func=cmd_predict)
+    c = sub.add_parser("capacity", help="largest batch size (or seq_len) per cell that trains under a memory budget "
+                       "(CUDA)")
+    c.add_argument("matrix")
+    c.add_argument("--budget", required=True, help="memory budget, e.g. 24GiB (2^30) or 80GB (10^9)")
+    c.add_argument("--vary", choices=["batch_size", "seq_len"], default="batch_size")
+    c.add_argument("--only", help="glob over cell names or variant names")
+    c.add_argument("--limit", type=_positive, help="largest value to try (default: 4096 for batch_size, the "
+                   "model's position limit for seq_len)")
+    c.add_argument("--out", help="run directory for capacity.jsonl and the probes' logs (default: reports/runs/MATRIX)")
+    c.add_argument("--allow-busy-gpu", action="store_true", help="probe even if other processes hold GPU memory")
+    c.set_defaults(func=cmd_capacity)
+    s = sub.add_parser("selfcheck", help="the harness's overhead: one cell as a bare loop and through the harness")
+    s.add_argument("matrix")
+    s.add_argument("--only", required=True, help="selects exactly one cell (a glob over cell or variant names)")
+    s.add_argument("--rounds", type=_positive, default=3)
+    s.add_argument("--steps", type=_positive, help="timed steps (default: the cell's)")
+    s.add_argument("--out", help="folder for the runs' logs (default: a new temporary folder)")
+    s.set_defaults(func=cmd_selfcheck)
+
+
+if __name__ == "__main__":  # a way to try the verbs before bench/cli.py wires them
+    parser = argparse.ArgumentParser(prog="bench")
+    add_commands(parser.add_subparsers(dest="verb", required=True))
+    ns = parser.parse_args()
+    try:
+        sys.exit(int(ns.func(ns) or 0))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,113 @@
+"""What the step benchmarks share: a cell is built once per test, outside the timing; the
+timed function is one step of the harness's own loop (`bench.train.train` on one batch), or one
+evaluation batch for a method that does not train.
+
+Under the project's default options (`--benchmark-disable`) every benchmark runs its step once, so
+a broken benchmark fails `./run_all.sh test`; `./run_all.sh perf` times them. No timing is asserted.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+import torch
+
+from bench import build
+from bench.errors import UnsupportedError
+from bench.evaluate import evaluate
+from bench.optim import build_optimizer
+from bench.registry import load_methods
+from bench.trackers.memory import MemoryTracker
+from bench.trackers.timing import StepTimer
+from bench.train import LoopState, train
+from tests.helpers import cell
+
+METHODS = list(load_methods())
+
+# Tiny random model on the CPU: seconds per method, for a quick local signal.
+CPU_MODEL = "tiny-llama"
+CPU_SETTINGS: dict[str, Any] = {"batch_size": 4, "seq_len": 64, "threads": 2}
+CPU_ROUNDS, CPU_WARMUP_ROUNDS = 10, 2
+
+# A real model shape on CUDA: what a GPU CI runner gates on.
+GPU_MODEL = "qwen2.5-0.5b"
+GPU_SETTINGS: dict[str, Any] = {"batch_size": 8, "seq_len": 512, "precision": "bf16", "threads": None}
+GPU_ROUNDS, GPU_WARMUP_ROUNDS = 20, 3
+
+
+@dataclass
+class StepCase:
+    """A built cell and the function a benchmark times."""
+
+    built: build.Built
+    step: Callable[[], None]
+    measures: str  # "train_step" or "eval_batch"
+    rows: int  # sequences per step (an evaluation batch scores every label of each example)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(p.numel() for p in self.built.trainable)
+
+    def extra_info(self) -> dict[str, Any]:
+        p = self.built.plan
+        return {"method": p.cell.method.method, "options": p.cell.method.options, "model": p.cell.model.name,
+                "measures": self.measures, "trainable_params": self.trainable_params, "batch": self.rows,
+                "seq_len": p.cell.settings.seq_len, "precision": p.cell.settings.precision,
+                "device": p.ctx.device.type}
+
+
+def _sync(device: torch.device) -> None:
+    # Inside the timed function: CUDA launches return at once, and the benchmark must time the work.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(b: build.Built, stack: ExitStack) -> StepCase:
+    s, device = b.plan.cell.settings, b.plan.ctx.device
+    batch = next(b.batcher.train_batches(s.batch_size, 1, b.plan.cell.seed, device))
+    opt, _ = build_optimizer(b.trainable, s, device)
+    memory = MemoryTracker(device)  # as in the worker, so a step here costs what a step there costs
+    stack.callback(memory.close)
+    timer = StepTimer(device)
+
+    def step() -> None:
+        train(b.model, opt, [batch], s, b.trainable, memory, timer, LoopState())
+        _sync(device)
+
+    return StepCase(b, step, "train_step", s.batch_size)
+
+
+def _eval_batch(b: build.Built) -> StepCase:
+    s, device, task = b.plan.cell.settings, b.plan.ctx.device, b.plan.task
+    labels = len(task.label_words)
+    # evaluate() puts batch_size // labels examples in a chunk (every label scored per example):
+    # exactly that many examples is one forward pass of batch_size rows.
+    examples = task.test_subset(max(1, s.batch_size // labels))
+
+    def step() -> None:
+        evaluate(b.model, b.batcher, examples, s.batch_size, device)
+        _sync(device)
+
+    return StepCase(b, step, "eval_batch", len(examples) * labels)
+
+
+def make_case(stack: ExitStack, method: str, model: str, options: dict[str, Any] | None = None,
+              device: torch.device | None = None, **settings: Any) -> StepCase:
+    """Build the cell (skip when the method does not support it, with the reason) and its timed
+    function; what must be closed goes on `stack`."""
+    c = cell(method, model, options, steps=1, warmup_steps=0, eval_examples=0, **settings)
+    if c.settings.threads:
+        torch.set_num_threads(c.settings.threads)
+    try:
+        b = build.build(build.plan(c, device or build.pick_device()))
+    except UnsupportedError as exc:
+        pytest.skip(f"{method} on {model}: unsupported ({exc})")
+    return _train_step(b, stack) if b.plan.method.trains else _eval_batch(b)
+
+
+def run(benchmark: Any, case: StepCase, rounds: int, warmup_rounds: int) -> None:
+    """Time `case.step` (warm-up rounds first: optimizer state and allocator caches fill there)."""
+    benchmark.extra_info.update(case.extra_info())
+    benchmark.pedantic(case.step, rounds=rounds, warmup_rounds=warmup_rounds)

@@ -1,0 +1,101 @@
+"""FLOPs of a training step and MFU: counts against 6N per token, frozen bases count fewer, the
+peak table, and the record's arithmetic."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import pytest
+import torch
+
+from bench import build, flops
+from bench.worker import run_cell
+from tests.helpers import cell
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _count(method: str, options: dict[str, Any] | None = None) -> tuple[int, build.Built, dict[str, torch.Tensor]]:
+    built = build.build(build.plan(cell(method, options=options), torch.device("cpu")))
+    batch = next(built.batcher.train_batches(4, 1, 0, torch.device("cpu")))
+    return flops.count_step_flops(built.model, batch, contextlib.nullcontext, built.trainable), built, batch
+
+
+def _matmul_params(model: torch.nn.Module) -> int:
+    return sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lora" not in n)
+
+
+def test_full_step_counts_six_n_per_token_plus_attention() -> None:
+    counted, built, batch = _count("full")
+    b, s = batch["input_ids"].shape
+    heads, head_dim, layers = 4, 16, 2  # tiny-llama
+    attention = layers * 2 * b * heads * s * s * (2 * head_dim) * (1 + 2.5)  # forward, and 5 matmuls back
+    assert counted == 6 * _matmul_params(built.model) * b * s + attention
+    assert all(p.grad is None for p in built.trainable)  # the count leaves no gradients behind
+
+
+def test_frozen_base_counts_fewer_than_full() -> None:
+    full, built, batch = _count("full")
+    lora, _, _ = _count("lora", {"r": 4})
+    tokens = batch["input_ids"].numel()
+    assert lora < full
+    assert lora > 4 * _matmul_params(built.model) * tokens  # forward and input gradients still run
+
+
+def test_quantized_base_matmuls_are_counted() -> None:
+    lora, _, _ = _count("lora", {"r": 4})
+    qlora, _, _ = _count("qlora", {"r": 4})
+    assert qlora == lora  # the 4-bit matmul is a bitsandbytes op torch's table lacks
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0),
+    ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.0), ("NVIDIA GeForce RTX 4090", 165.0),
+    ("NVIDIA A10G", 125.0), ("NVIDIA L4", 121.0),
+])
+def test_peak_table(name: str, peak: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(flops.PEAK_ENV, raising=False)
+    assert flops.peak_tflops(name, True)[0] == peak
+
+
+def test_unknown_gpu_and_cpu_have_no_peak_and_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(flops.PEAK_ENV, raising=False)
+    assert flops.peak_tflops("Some Future GPU", True) == (None, "unknown GPU 'Some Future GPU': no peak in the "
+                                                                "table (set --peak-tflops)")
+    value, why = flops.peak_tflops("Intel Xeon", False)
+    assert value is None and "CPU" in why
+    monkeypatch.setenv(flops.PEAK_ENV, "100")
+    assert flops.peak_tflops("Intel Xeon", False)[0] == 100.0
+    monkeypatch.setenv(flops.PEAK_ENV, "fast")
+    assert flops.peak_tflops("NVIDIA H100 80GB HBM3", True)[0] is None
+
+
+def test_record_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(flops.PEAK_ENV, raising=False)
+    rec = flops.flops_record(int(2e12), 0.01, "NVIDIA H200", True, "bf16", False)
+    assert rec["achieved_tflops"] == pytest.approx(200.0)
+    assert rec["mfu"] == pytest.approx(200.0 / 989.0) and rec["peak_tflops"] == 989.0
+    cpu = flops.flops_record(1000, 0.5, "Xeon", False, "fp32", True)
+    assert cpu["mfu"] is None and "CPU" in cpu["mfu_note"] and "checkpointing" in cpu["mfu_note"]
+    assert flops.flops_record(None, 0.5, "Xeon", False, "fp32", False, "not counted")["mfu_note"] == "not counted"
+
+
+def test_grouped_query_attention_formula() -> None:
+    # 8 query heads over 2 key/value heads count as 8 heads of attention
+    q, kv = (2, 8, 128, 64), (2, 2, 128, 64)
+    assert flops._sdpa_forward(q, kv, kv) == 2 * 2 * 8 * 128 * 128 * 128
+    assert flops._sdpa_backward(q, q, kv, kv) == 2.5 * flops._sdpa_forward(q, kv, kv)
+
+
+def test_the_worker_records_flops_outside_the_timed_steps() -> None:
+    rec = run_cell(cell("lora", options={"r": 4}, steps=2, warmup_steps=1, eval_examples=0))
+    f = rec["flops"]
+    assert f["flops_per_step"] > 0 and f["achieved_tflops"] > 0
+    assert f["achieved_tflops"] == pytest.approx(f["flops_per_step"] / rec["time"]["step_s_median"] / 1e12)
+    assert len(rec["time"]["step_s"]) == 2 and len(rec["quality"]["train_loss"]) == 3

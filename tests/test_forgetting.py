@@ -1,0 +1,89 @@
+"""Forgetting: general-text loss before and after training from a local file; null with a note
+when there is no text, never a failed cell."""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench import build, forgetting
+from bench.worker import run_cell
+from tests.helpers import cell
+
+TEXT = ("The history of the region begins with small farming villages along the river. Over the "
+        "centuries the villages grew into towns, and the towns traded grain, wool and timber. ") * 10
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    forgetting.load_text.cache_clear()
+
+
+@pytest.fixture
+def text_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "general.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    monkeypatch.setenv(forgetting.TEXT_ENV, str(path))
+    return path
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(forgetting.TEXT_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_chunks_are_whole_rows_within_the_token_budget() -> None:
+    ids = list(range(1000))
+    rows = forgetting.chunks(ids, 64, max_tokens=300)
+    assert len(rows) == 4 and all(len(r) == 64 for r in rows)
+    assert forgetting.chunks(ids[:10], 64) == [ids[:10]]  # a short text: one shorter row
+    assert forgetting.chunks([1], 64) == []
+
+
+def test_general_loss_on_a_tiny_model(text_file: Path) -> None:
+    built = build.build(build.plan(cell("lora", options={"r": 4}), torch.device("cpu")))
+    loss, tokens = forgetting.general_loss(built.model, built.batcher.tok, TEXT, 32, 4, torch.device("cpu"),
+                                           contextlib.nullcontext, max_tokens=256)
+    assert tokens == 8 * 31 and math.isfinite(loss) and loss > 0
+    assert built.model.training  # the model is put back in training mode
+
+
+def test_the_record_has_before_after_and_the_difference(text_file: Path) -> None:
+    rec = run_cell(cell("lora", options={"r": 4}, steps=3, warmup_steps=1, eval_examples=4, lr=1e-2))
+    q = rec["quality"]
+    assert rec["status"] == "ok"
+    assert q["general_text"] == f"file:{text_file}" and q["general_tokens"] > 0
+    assert q["forgetting"] == pytest.approx(q["general_loss_after"] - q["general_loss_before"])
+    assert q["general_loss_before"] != q["general_loss_after"]
+    assert "random weights" in q["forgetting_note"]
+
+
+def test_without_text_the_fields_are_null_with_a_note(offline: None) -> None:
+    rec = run_cell(cell("lora", options={"r": 4}, steps=1, warmup_steps=0, eval_examples=4))
+    q = rec["quality"]
+    assert rec["status"] == "ok"
+    assert q["general_loss_before"] is None and q["forgetting"] is None
+    assert "HF_HUB_OFFLINE" in q["forgetting_note"]
+
+
+def test_an_unreadable_file_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(forgetting.TEXT_ENV, str(tmp_path / "missing.txt"))
+    text, why = forgetting.load_text(forgetting.text_path(cell("lora").settings))
+    assert text is None and "missing.txt" in why and "unreadable" in why
+
+
+def test_encoders_and_methods_that_do_not_train_are_skipped(text_file: Path) -> None:
+    q: dict[str, Any] = {}
+    forgetting.Forgetting(q, "encoder", True, False, cell("lora").settings)
+    assert q["forgetting_note"] == "general-text loss is for causal LMs only"
+    forgetting.Forgetting(q, "causal", False, False, cell("lora").settings)
+    assert q["forgetting_note"] == "the method trains nothing: nothing to forget"
