@@ -56,10 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.executor == "slurm" and not args.jobs:
             slots = [{} for _ in cells]  # submit every cell at once; the scheduler queues them
     env["executor"] = args.executor
-    if args.peak_tflops:
+    if args.peak_tflops is not None:
         from bench.flops import PEAK_ENV
 
-        os.environ[PEAK_ENV] = str(args.peak_tflops)  # the cells inherit it
+        if args.peak_tflops <= 0:
+            raise BenchError(f"--peak-tflops {args.peak_tflops:g} must be > 0 (the GPU's dense bf16 peak in TFLOP/s)")
+        os.environ[PEAK_ENV] = repr(args.peak_tflops)  # the cells inherit it
         env["peak_tflops"] = args.peak_tflops
     summary = runner.run_matrix(matrix, cells, run_dir, args.force, env, show, slots, launcher, args.allow_busy_gpu)
     counts = ", ".join(f"{n} {s}" for s, n in sorted((summary.by_status or {}).items())) or "nothing"

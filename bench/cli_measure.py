@@ -46,7 +46,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    p = memory_model.predict(cell, args.device)
+                    p = memory_model.predict(cell, args.device, padded=args.padded)
             except (UnsupportedError, OSError, ValueError) as exc:
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
                 if isinstance(exc, (UnsupportedError, OSError)) and "not available" in str(exc):
@@ -69,6 +69,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     import os
 
     from bench import capacity, gpucheck, runner, worker
+    from bench.runlock import RunLock
 
     budget = capacity.parse_bytes(args.budget)
     matrix, cells = _cells(args.matrix, args.only)
@@ -93,14 +94,16 @@ def cmd_capacity(args: argparse.Namespace) -> int:
             rec = launcher.run(cell, run_dir, matrix.name, {capacity.CAP_ENV: str(budget)})
             print(f" {rec['status']}", flush=True)
             return rec
-    for cell in cells:
-        limit = args.limit or capacity.default_limit(cell, args.vary)
-        started = worker.now()
-        rec = capacity.cell_capacity(cell, args.vary, budget, limit, probe)
-        rec.update(matrix=matrix.name, started_at=started, finished_at=worker.now(), fake=bool(fake))
-        capacity.append(run_dir, rec)
-        best = rec["best"] if rec["status"] == "ok" else f"error ({rec['error']})"
-        print(f"{cell.name:<60} largest {args.vary} = {best}  ({len(rec['probes'])} probes)", flush=True)
+
+    with RunLock(run_dir):  # one writer per run directory, as `bench run` keeps it
+        for cell in cells:
+            limit = args.limit or capacity.default_limit(cell, args.vary)
+            started = worker.now()
+            rec = capacity.cell_capacity(cell, args.vary, budget, limit, probe)
+            rec.update(matrix=matrix.name, started_at=started, finished_at=worker.now(), fake=bool(fake))
+            capacity.append(run_dir, rec)
+            best = rec["best"] if rec["status"] == "ok" else f"error ({rec['error']})"
+            print(f"{cell.name:<60} largest {args.vary} = {best}  ({len(rec['probes'])} probes)", flush=True)
     return 0
 
 
@@ -152,6 +155,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", help="glob over cell names or variant names")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="where the cells would run (attention kernels and paging differ); default cuda")
+    p.add_argument("--padded", action="store_true", help="rows shorter than seq_len (natural-text tasks): "
+                   "attention runs with a mask (default: rows fill seq_len, as synthetic ones do)")
     p.set_defaults(func=cmd_predict)
     c = sub.add_parser("capacity", help="largest batch size (or seq_len) per cell that trains under a memory budget "
                        "(CUDA)")

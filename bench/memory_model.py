@@ -31,7 +31,8 @@ FORMULA = ("Llama-style decoder, per layer per token (Korthikanti et al. 2022 ad
            "GQA and frozen weights; flash SDPA: no s^2 term, math/eager: fp32 probabilities): fp32 RMSNorm inputs "
            "2x(4h) [+ normalized input if the norm trains]; q,k,v,o,gate,up,down inputs only where a weight or "
            "adapter trains (autocast: one bf16 copy per consumer); SDPA q,k,v,out (+fp32 logsumexp); SwiGLU gate, "
-           "act, up (3I); checkpointing keeps each layer's input only. Plus the bf16 weight copies autocast keeps "
+           "act, up (3I); padded rows: K/V repeated to every head and a (b,1,s,s) mask per layer; checkpointing "
+           "keeps each layer's input only. Plus the bf16 weight copies autocast keeps "
            "for the backward, and 12 bytes x vocab per position for the loss (fp32 log-probs, their gradient and "
            "the logits' gradient)")
 GENERIC = ("generic transformer (Korthikanti et al. 2022): s*b*h*(34 + 5as/h) bytes per layer at 16 bits, in the "
@@ -51,6 +52,7 @@ class MetaBuild:
     quantized: dict[int, tuple[str, int, bool]]  # id(weight) -> (kind "4bit"/"int8", blocksize, double quant)
     positions: int  # sequence positions the model computes per row (virtual tokens included)
     batch_size: int
+    padded: bool  # rows shorter than seq_len: attention needs a mask
     kind: str  # "causal" | "encoder"
     notes: list[str] = field(default_factory=list)
 
@@ -114,7 +116,7 @@ def _quantize_on_meta(model: Any, quantization_config: Any) -> dict[int, tuple[s
     return out
 
 
-def meta_build(cell: Cell, num_labels: int | None = None) -> MetaBuild:
+def meta_build(cell: Cell, num_labels: int | None = None, padded: bool = False) -> MetaBuild:
     """The cell's model on the meta device: loaded as the method asks, quantized, adapted."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -158,7 +160,7 @@ def meta_build(cell: Cell, num_labels: int | None = None) -> MetaBuild:
         except Exception as exc:  # noqa: BLE001
             notes.append(f"meta forward failed ({type(exc).__name__}); sequence length taken as seq_len")
     return MetaBuild(model, method.trainable_parameters(model), quantized, positions, cell.settings.batch_size,
-                     info.kind, notes)
+                     padded, info.kind, notes)
 
 
 # ---- activations ------------------------------------------------------------------------------
@@ -297,13 +299,17 @@ def _dims(config: Any) -> tuple[int, int, int, int, int, int]:
     return h, heads, kv, head_dim, inter, int(config.vocab_size)
 
 
-def attention_kernel(config: Any, nbytes: int, device_type: str) -> str:
-    """Which attention runs: "eager" (the model's own), else SDPA's choice. Rows fill seq_len (no
-    padding), so transformers passes no mask and asks for grouped K/V (enable_gqa): CUDA serves
-    that with flash attention, which needs 16-bit inputs; fp32 with grouped heads falls back to the
-    math kernel. The CPU's flash kernel takes fp32 and grouped heads."""
+def attention_kernel(config: Any, nbytes: int, device_type: str, padded: bool = False) -> str:
+    """Which attention runs: "eager" (the model's own), else SDPA's choice. Rows that fill seq_len
+    need no mask, and transformers then asks SDPA for grouped K/V (enable_gqa): CUDA serves that with
+    flash attention, which needs 16-bit inputs; fp32 with grouped heads falls back to the math
+    kernel; the CPU's flash kernel takes fp32 and grouped heads. Padded rows bring a mask: K/V are
+    repeated to every head first, and SDPA turns the boolean mask into one in the query's dtype per
+    call ("masked": the memory-efficient kernel on CUDA, flash on the CPU, both keeping that mask)."""
     if getattr(config, "_attn_implementation", "sdpa") == "eager":
         return "eager"
+    if padded:
+        return "masked"
     _, heads, kv, _, _, _ = _dims(config)
     if device_type == "cuda" and nbytes == 4 and kv < heads:
         return "math"
@@ -332,13 +338,15 @@ def _layer_saved(saved: Saved, layer: Any, pre: str, mb: MetaBuild, config: Any,
     _group(saved, pre + "norm1.out", r, {k: projs[k] for k in "qkv"}, pre, flow, x1_grad)
     # RoPE's multiplies keep cos and sin: one (seq, head_dim) pair per step, shared by all layers
     saved.add("rope.cos_sin", 2 * r * hd / mb.batch_size)
-    kernel = attention_kernel(config, m, "cuda" if flow.cuda else "cpu")
-    rep = heads * hd if kernel != "flash" else kv * hd  # math and eager repeat K/V to every head
+    kernel = attention_kernel(config, m, "cuda" if flow.cuda else "cpu", mb.padded)
+    rep = heads * hd if kernel != "flash" else kv * hd  # math, eager and masked repeat K/V to every head
     for part, width in (("q", heads * hd), ("k", rep), ("v", rep)):
         saved.add(f"{pre}attn.{part}", m * width)
-    if kernel == "flash":  # flash / memory-efficient: the output (o_proj's input) and a logsumexp
+    if kernel in ("flash", "masked"):  # flash / memory-efficient: the output (o_proj's input), a logsumexp
         saved.add(pre + "attn.out", m * heads * hd)
         saved.add(pre + "attn.lse", 4 * heads)
+        if kernel == "masked":  # (b, 1, s, s) in the query's dtype
+            saved.add(pre + "attn.mask", m * mb.positions)
         out_key = pre + "attn.out"
     else:  # the probabilities over every key (fp32 in eager, plus their cast back)
         saved.add(pre + "attn.probs", (4 + (m if kernel == "eager" and m != 4 else 0)) * heads * mb.positions)
@@ -461,9 +469,11 @@ def _only_inputs(saved: Saved, layers: int, input_bytes: int) -> Saved:
     return kept
 
 
-def predict(cell: Cell, device_type: str = "cuda", num_labels: int | None = None) -> dict[str, Any]:
-    """The `memory.predicted` block of a cell (bytes), with the formula and the phase of the peak."""
-    mb = meta_build(cell, num_labels)
+def predict(cell: Cell, device_type: str = "cuda", num_labels: int | None = None,
+            padded: bool = False) -> dict[str, Any]:
+    """The `memory.predicted` block of a cell (bytes), with the formula and the phase of the peak.
+    `padded`: the batches have rows shorter than seq_len (the worker knows; `bench predict` assumes not)."""
+    mb = meta_build(cell, num_labels, padded)
     s = cell.settings
     params = parameter_bytes(mb.model, mb.quantized)
     grads = sum(_bytes(p) for p in mb.trainable)
@@ -472,6 +482,7 @@ def predict(cell: Cell, device_type: str = "cuda", num_labels: int | None = None
         "parameters_bytes": params, "gradients_bytes": grads, "optimizer_bytes": opt,
         "optimizer_managed_bytes": managed, "activations_bytes": None, "other_bytes": None, "peak_bytes": None,
         "peak_phase": None, "trainable_params": sum(p.numel() for p in mb.trainable), "positions": mb.positions,
+        "padded": padded,
         "formula": None, "notes": mb.notes, "detail": None}
     if not mb.trainable:
         mb.notes.append("the method trains nothing: no training peak to predict")

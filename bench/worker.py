@@ -112,6 +112,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
 
         timing: dict[str, Any] = {**summarize([], 0), "train_s": None, "eval_s": None, "eval_examples_per_s": None}
         rec["time"] = timing
+        padded = False  # rows shorter than seq_len (the memory model then predicts masked attention)
         if method.trains:
             state = LoopState()
             opt, opt_info = optim.build_optimizer(trainable, s, device)
@@ -119,6 +120,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             total_steps = s.warmup_steps + s.steps
             batches = list(batcher.train_batches(s.batch_size, total_steps, cell.seed, device))
             tokens = sum(int(b["attention_mask"].sum()) for b in batches[s.warmup_steps:])
+            padded = tokens < s.steps * s.batch_size * s.seq_len
             timer = StepTimer(device)
             bar = _step_bar(total_steps, cell.name)
             t0 = _clock(device)
@@ -158,7 +160,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         if not method.trains and "peak_rss_bytes" not in mem:
             mem.update(memory.read())
         # after every peak is read: building the meta model must not show in the process' RSS peak
-        mem["predicted"] = _predict(cell, device.type, len(task.label_words))
+        mem["predicted"] = _predict(cell, device.type, len(task.label_words), padded)
         rec["checkpoint_bytes"] = checkpoint_bytes({n: p for n, p in model.named_parameters() if p.requires_grad})
         if memory.notes:
             mem["notes"] = memory.notes
@@ -166,12 +168,12 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         memory.close()
 
 
-def _predict(cell: Cell, device_type: str, num_labels: int | None) -> dict[str, Any]:
+def _predict(cell: Cell, device_type: str, num_labels: int | None, padded: bool = False) -> dict[str, Any]:
     """The memory model's prediction for this cell, or a block saying why there is none."""
     try:
         from bench.memory_model import predict
 
-        return predict(cell, device_type, num_labels)
+        return predict(cell, device_type, num_labels, padded)
     except Exception as exc:  # noqa: BLE001 - a prediction never fails the cell
         return {"peak_bytes": None, "notes": [f"no prediction: {type(exc).__name__}: {exc}"]}
 

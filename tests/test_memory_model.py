@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,6 +99,22 @@ def test_activation_formula_matches_what_autograd_keeps(method: str, options: di
     # and the batch's ids and labels (int64, counted with the inputs)
     expected = detail["saved_bytes"] + detail["weight_casts_bytes"] + 4 * 320 * tokens + 2 * 8 * 4 * 64
     assert expected == pytest.approx(measured, rel=0.01)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_padded_rows_bring_a_mask_and_repeated_heads(precision: str, mr_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_MR_DIR", str(mr_dir))  # short sentences: rows padded to seq_len 256
+    c = cell("full", task="mr", precision=precision, batch_size=4, seq_len=256)
+    built = build.build(build.plan(c, torch.device("cpu")))
+    batch = next(built.batcher.train_batches(4, 1, 0, torch.device("cpu")))
+    assert int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()
+    built.model.train()
+    measured = _saved_bytes(built.model, batch, contextlib.nullcontext)
+    p = predict(c, "cpu", 2, padded=True)
+    tokens = c.settings.batch_size * p["positions"]
+    assert p["detail"]["saved_bytes"] + 4 * 320 * tokens + 2 * 8 * tokens == pytest.approx(measured, rel=0.01)
+    assert p["detail"]["saved_bytes"] > predict(c, "cpu", 2)["detail"]["saved_bytes"]
 
 
 def test_gpu_matrix_predicts_without_weights_and_matches_the_reference_loop() -> None:
