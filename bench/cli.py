@@ -154,7 +154,8 @@ def _gpu_ids(spec: str) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
     try:
         value = int(text)
     except ValueError:
@@ -179,14 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["process", "local", "slurm"], default="process",
                    help="process: a spawned process per cell (default); local / slurm: a submitit job per cell")
     r.add_argument("--partition", help="SLURM partition (--executor slurm)")
-    r.add_argument("--time", type=_positive, help="SLURM time limit in minutes (default: the cell's timeout)")
-    r.add_argument("--gpus-per-node", type=_positive, default=None, help="SLURM GPUs per job")
-    r.add_argument("--cpus-per-task", type=_positive, default=None, help="SLURM CPUs per job")
-    r.add_argument("--mem-gb", type=_positive, default=None, help="SLURM memory per job in GB")
+    r.add_argument("--time", type=positive_int, help="SLURM time limit in minutes (default: the cell's timeout)")
+    r.add_argument("--gpus-per-node", type=positive_int, default=None, help="SLURM GPUs per job")
+    r.add_argument("--cpus-per-task", type=positive_int, default=None, help="SLURM CPUs per job")
+    r.add_argument("--mem-gb", type=positive_int, default=None, help="SLURM memory per job in GB")
     r.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", help="any other submitit slurm_* parameter")
     r.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak for MFU (default: from the "
                    "table of known GPUs)")
-    r.add_argument("--jobs", type=_positive, help="cells run at once (default: the matrix's jobs, else 1); "
+    r.add_argument("--jobs", type=positive_int, help="cells run at once (default: the matrix's jobs, else 1); "
                    "step times of concurrent cells are not for comparison")
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="render tables and charts from a run directory")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.cli import positive_int
 
 GIB = 2**30
 
@@ -138,16 +139,6 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predicted memory per cell (parameters, gradients, optimizer, activations, "
                        "peak); loads no weights")
@@ -164,7 +155,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--budget", required=True, help="memory budget, e.g. 24GiB (2^30) or 80GB (10^9)")
     c.add_argument("--vary", choices=["batch_size", "seq_len"], default="batch_size")
     c.add_argument("--only", help="glob over cell names or variant names")
-    c.add_argument("--limit", type=_positive, help="largest value to try (default: 4096 for batch_size, the "
+    c.add_argument("--limit", type=positive_int, help="largest value to try (default: 4096 for batch_size, the "
                    "model's position limit for seq_len)")
     c.add_argument("--out", help="run directory for capacity.jsonl and the probes' logs (default: reports/runs/MATRIX)")
     c.add_argument("--allow-busy-gpu", action="store_true", help="probe even if other processes hold GPU memory")
@@ -172,8 +163,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("selfcheck", help="the harness's overhead: one cell as a bare loop and through the harness")
     s.add_argument("matrix")
     s.add_argument("--only", required=True, help="selects exactly one cell (a glob over cell or variant names)")
-    s.add_argument("--rounds", type=_positive, default=3)
-    s.add_argument("--steps", type=_positive, help="timed steps (default: the cell's)")
+    s.add_argument("--rounds", type=positive_int, default=3)
+    s.add_argument("--steps", type=positive_int, help="timed steps (default: the cell's)")
     s.add_argument("--out", help="folder for the runs' logs (default: a new temporary folder)")
     s.set_defaults(func=cmd_selfcheck)
 
