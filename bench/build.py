@@ -76,7 +76,7 @@ def build(p: Plan) -> Built:
     """Load the model with the method's load arguments, adapt it, and prepare the batcher."""
     cell, ctx, s = p.cell, p.ctx, p.cell.settings
     seed_everything(cell.seed)
-    location, extra = models._source(cell.model)
+    location, extra = models.source(cell.model)
     ctx.tokenizer = load_tokenizer(location, extra)
     model = models.load_model(cell.model, p.hf_config, ctx.model, len(p.task.label_words), ctx.weights_dtype,
                               ctx.device, p.method.load_kwargs(ctx))

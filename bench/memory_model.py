@@ -135,7 +135,7 @@ def meta_build(cell: Cell, num_labels: int | None = None, padded: bool = False) 
     ctx = CellContext(info, cell.settings, meta, weights_dtype, compute_dtype, cell.seed)
     notes: list[str] = []
     try:
-        ctx.tokenizer = load_tokenizer(*models._source(cell.model))
+        ctx.tokenizer = load_tokenizer(*models.source(cell.model))
     except Exception:  # noqa: BLE001 - token ids only set values (a prompt's init), not sizes
         ctx.tokenizer = ByteTokenizer()
     load = method.load_kwargs(ctx)

@@ -112,7 +112,7 @@ def package_dir(builtin: BuiltinModel) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / builtin.subdir
 
 
-def _source(spec: ModelSpec) -> tuple[str | Path | None, dict[str, Any]]:
+def source(spec: ModelSpec) -> tuple[str | Path | None, dict[str, Any]]:
     """(from_pretrained location, extra kwargs); location None for random-weight built-ins."""
     if spec.id is None:
         builtin = BUILTIN[spec.name]
@@ -129,7 +129,7 @@ def _source(spec: ModelSpec) -> tuple[str | Path | None, dict[str, Any]]:
 def load_config(spec: ModelSpec) -> Any:
     from transformers import AutoConfig
 
-    location, extra = _source(spec)
+    location, extra = source(spec)
     if location is None:
         kwargs = dict(BUILTIN[spec.name].config)
         return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
@@ -153,7 +153,7 @@ def model_info(spec: ModelSpec, config: Any) -> ModelInfo:
     kind = "encoder" if config.model_type in ENCODER_TYPES else "causal"
     return ModelInfo(name=spec.name, kind=kind, model_type=config.model_type,
                      hidden_size=int(config.hidden_size), num_layers=int(config.num_hidden_layers),
-                     vocab_size=int(config.vocab_size), random_weights=_source(spec)[0] is None)
+                     vocab_size=int(config.vocab_size), random_weights=source(spec)[0] is None)
 
 
 def load_model(spec: ModelSpec, config: Any, info: ModelInfo, num_labels: int, dtype: "torch.dtype",
@@ -165,7 +165,7 @@ def load_model(spec: ModelSpec, config: Any, info: ModelInfo, num_labels: int, d
     auto: Callable[..., Any] = AutoModelForSequenceClassification if info.kind == "encoder" else AutoModelForCausalLM
     if info.kind == "encoder":
         config.num_labels = num_labels
-    location, extra = _source(spec)
+    location, extra = source(spec)
     if location is None and not load_kwargs:
         with torch.device(device):
             model = auto.from_config(config, dtype=dtype)

@@ -51,7 +51,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
     """Run the cell, filling `rec` as it goes (so a failure keeps what was measured)."""
     import torch
 
-    from bench import build, capacity, optim
+    from bench import build, capacity, envinfo, optim
     from bench.evaluate import evaluate
     from bench.forgetting import Forgetting
     from bench.trackers.breakdown import breakdown, gradient_bytes, parameter_bytes
@@ -65,7 +65,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         torch.set_num_threads(s.threads)
     device = build.pick_device()
     rec["device"] = {"kind": device.type,
-                     "name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()}
+                     "name": torch.cuda.get_device_name(device) if device.type == "cuda" else envinfo.cpu_name()}
     plan = build.plan(cell, device)
     method, task = plan.method, plan.task
     cap = capacity.apply_cap(device)
@@ -203,18 +203,6 @@ def _clock(device: Any) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def _step_bar(total: int, name: str) -> Any:

@@ -106,6 +106,9 @@ class MemoryTracker:
     def reset(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
+            # Blocks cached from freed temporaries (a random-weight model written out before a
+            # quantized load, say) would otherwise count in this interval's peak reserved.
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         if self.nvml:
             self.nvml.reset()
