@@ -2,20 +2,24 @@
 
 Encoders classify with a sequence-classification head. Causal LMs read a prompt and are trained
 and scored on the label word that follows it (log-likelihood of each label's continuation).
+Each task has a train, a validation and a test split, and a `data` dict saying where the data came
+from and a hash of the splits (every record carries it as `task_data`).
 Nothing here imports torch at module level.
 """
 from __future__ import annotations
 
 import functools
-import os
+import gzip
+import hashlib
 import random
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Literal, get_args
 
 from bench import schema
 from bench.config import TaskSpec
-from bench.errors import ConfigError, UnsupportedError, did_you_mean
+from bench.errors import BenchError, ConfigError, UnsupportedError, did_you_mean
 from bench.registry import Registry, decorator
 
 if TYPE_CHECKING:
@@ -37,9 +41,11 @@ class Task:
     name: str
     label_words: list[str]
     train: list[Example]
+    validation: list[Example]
     test: list[Example]
     natural_text: bool  # False for synthetic data: accuracy is meaningful even on random weights
-    source: str
+    # provenance: source, split_sha256, sizes, and files_sha256 where there are files
+    data: dict[str, Any]
     prompt: str = "Review: {text}\nSentiment:"
 
     def test_subset(self, n: int | None) -> list[Example]:
@@ -73,6 +79,35 @@ def _load(options: Any) -> Task:
     return options.load()
 
 
+# ---- provenance -------------------------------------------------------------------------------
+
+def text_sha256(text: str) -> str:
+    """The ordering key of a sentence: sha256 of its UTF-8 bytes, in hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def split_sha256(train: list[Example], validation: list[Example], test: list[Example]) -> str:
+    """One hash of the three splits in order, so two machines can compare their data.
+
+    sha256 over, for the splits train, validation, test in that order: the line
+    "<split> <size>\\n", then one line "<label>\\t<text>\\n" per example, all in UTF-8.
+    """
+    h = hashlib.sha256()
+    for name, rows in (("train", train), ("validation", validation), ("test", test)):
+        h.update(f"{name} {len(rows)}\n".encode())
+        for ex in rows:
+            h.update(f"{ex.label}\t{ex.text}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def _make_task(name: str, splits: tuple[list[Example], list[Example], list[Example]], natural_text: bool,
+               source: str, **data: Any) -> Task:
+    train, validation, test = splits
+    provenance = {"source": source, "split_sha256": split_sha256(train, validation, test),
+                  "sizes": {"train": len(train), "validation": len(validation), "test": len(test)}, **data}
+    return Task(name, ["negative", "positive"], train, validation, test, natural_text, provenance)
+
+
 # ---- the tasks ------------------------------------------------------------------------------
 
 _POS = "good great fine nice happy best love fun superb bright".split()
@@ -83,10 +118,15 @@ _FILL = "the a movie film plot actor scene story was is and of".split()
 @register_task("synthetic")
 @dataclass(frozen=True)
 class SyntheticOptions:
-    """Generated sentences: sentiment words of one class between neutral words. No files needed."""
+    """Generated sentences: sentiment words of one class between neutral words. No files needed.
+
+    One generator with seed 1234 makes train, then test, then validation (in that order, so the
+    train and test sentences are those of earlier versions that had no validation split).
+    """
 
     train_size: int = 2000
     test_size: int = 256
+    validation_size: int = 256
     words: int = 512  # long enough to fill any seq_len, so every token is real
 
     def load(self) -> Task:
@@ -103,60 +143,128 @@ class SyntheticOptions:
                 out.append(Example(" ".join(words[: self.words]), label))
             return out
 
-        return Task("synthetic", ["negative", "positive"], make(self.train_size), make(self.test_size),
-                    natural_text=False, source="generated (seed 1234)")
+        train, test = make(self.train_size), make(self.test_size)
+        validation = make(self.validation_size)
+        return _make_task("synthetic", (train, validation, test), False, "generated:seed 1234")
 
 
-MR_ENV = "BENCH_MR_DIR"
+# Pang & Lee's sentence polarity dataset v1.0, shipped gzipped in bench/data/mr (see its README.md).
+MR_FILES = {"rt-polarity.neg": 0, "rt-polarity.pos": 1}  # file -> label
+MR_SHA256 = {"rt-polarity.neg": "4ace77d558c3714723843f1d65b60c01e3417b208180f0728808d76ad0eeeaca",
+             "rt-polarity.pos": "2da124ec187a9d5a29c9f04e91c540e02baed5af8868f550a26bd6fd4dbf8bf0"}
+MR_PACKAGED = "data/mr"  # inside the bench package
+MR_HUB_ID = "cornell-movie-review-data/rotten_tomatoes"
+MrSource = Literal["packaged", "hub", "dir"]
+MR_SOURCES = get_args(MrSource)
 
 
 @register_task("mr")
 @dataclass(frozen=True)
 class MovieReviewOptions:
-    """Movie-review sentence polarity: the hub's rotten_tomatoes, or a local rt-polarity folder.
+    """Movie-review sentence polarity (Pang & Lee 2005): 5,331 positive and 5,331 negative sentences.
 
-    `data_dir` (or the BENCH_MR_DIR environment variable) names a folder holding rt-polarity.pos
-    and rt-polarity.neg; it is split with a fixed seed into 8,530 train and 1,066 test sentences
-    like the hub dataset (its 1,066 validation sentences are left out).
+    source = "packaged" (default): the copy shipped in bench/data/mr, no network needed.
+    source = "dir": rt-polarity.pos and rt-polarity.neg in `data_dir` (another version is allowed;
+    its checksums are recorded). Both go through one fixed split: within each class, sentences in
+    order of (sha256 of the sentence, line number); the first tenth (rounded down) is test, the
+    next tenth validation, the rest train (8,530 / 1,066 / 1,066, balanced); each split is then
+    ordered by (sha256 of the sentence, label), so classes are mixed and the first eval_examples
+    test sentences are a fair subset.
+    source = "hub": the hub dataset `hub_id` with its own splits, each ordered the same way.
     """
 
+    source: MrSource = "packaged"
     data_dir: str | None = None
-    hub_id: str = "cornell-movie-review-data/rotten_tomatoes"
+    hub_id: str = MR_HUB_ID
+
+    def __post_init__(self) -> None:
+        choices = ", ".join(repr(s) for s in MR_SOURCES)
+        if self.source == "dir":
+            schema.require(self.data_dir is not None, "data_dir", self.data_dir,
+                           "required with source = 'dir' (a folder holding rt-polarity.pos and rt-polarity.neg)")
+        schema.require(self.data_dir is None or self.source == "dir", "data_dir", self.data_dir,
+                       f"is used only with source = 'dir', but source = {self.source!r} "
+                       f"(valid choices for source: {choices})")
+        schema.require(self.hub_id == MR_HUB_ID or self.source == "hub", "hub_id", self.hub_id,
+                       f"is used only with source = 'hub', but source = {self.source!r} "
+                       f"(valid choices for source: {choices})")
 
     def load(self) -> Task:
-        folder = self.data_dir or os.environ.get(MR_ENV)
-        if folder:
-            return _mr_local(Path(folder))
-        return _mr_hub(self.hub_id)
+        if self.source == "hub":
+            return _mr_hub(self.hub_id)
+        if self.source == "dir":
+            return _mr_dir(Path(self.data_dir))
+        return _mr_packaged()
 
 
-def _mr_local(folder: Path) -> Task:
-    files = {1: folder / "rt-polarity.pos", 0: folder / "rt-polarity.neg"}
-    for f in files.values():
-        if not f.is_file():
-            raise UnsupportedError(f"mr: {f} not found (data_dir / ${MR_ENV} must hold rt-polarity.pos and .neg)")
-    rows = [Example(line.strip(), label) for label, f in sorted(files.items())
-            for line in f.read_text(encoding="latin-1").split("\n") if line.strip()]
-    random.Random(0).shuffle(rows)
-    test, train = rows[:1066], rows[2132:]
-    return Task("mr", ["negative", "positive"], train, test, natural_text=True, source=f"local:{folder}")
+def _mr_packaged() -> Task:
+    files: dict[str, bytes] = {}
+    for name in MR_FILES:
+        where = f"bench/{MR_PACKAGED}/{name}.gz"
+        try:
+            raw = gzip.decompress(resources.files("bench").joinpath(f"{MR_PACKAGED}/{name}.gz").read_bytes())
+        except (OSError, EOFError) as exc:
+            raise BenchError(f"mr: cannot read the packaged {where} ({exc}): the installation is damaged; "
+                             "reinstall ft-bench") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != MR_SHA256[name]:
+            raise BenchError(f"mr: the packaged {where} has sha256 {digest}, expected {MR_SHA256[name]}: "
+                             "the installation is damaged; reinstall ft-bench")
+        files[name] = raw
+    return _mr_split(files, f"packaged:bench/{MR_PACKAGED}")
+
+
+def _mr_dir(folder: Path) -> Task:
+    files: dict[str, bytes] = {}
+    for name in MR_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise UnsupportedError(f"mr: {path} not found (source = 'dir' needs data_dir to hold "
+                                   f"{' and '.join(MR_FILES)})")
+        files[name] = path.read_bytes()
+    return _mr_split(files, f"dir:{folder.resolve()}")
+
+
+def _mr_split(files: dict[str, bytes], source: str) -> Task:
+    """Split rt-polarity files (latin-1, one sentence a line) as MovieReviewOptions describes."""
+    train: list[tuple[str, int, int, str]] = []  # (sha256, label, line number, text)
+    validation: list[tuple[str, int, int, str]] = []
+    test: list[tuple[str, int, int, str]] = []
+    for name, raw in files.items():
+        label = MR_FILES[name]
+        rows = sorted((text_sha256(text), label, number, text)
+                      for number, line in enumerate(raw.decode("latin-1").split("\n"), 1)
+                      if (text := line.strip()))
+        if len(rows) < 10:
+            raise UnsupportedError(f"mr: {name} has {len(rows)} sentences; the split needs at least 10 per class")
+        tenth = len(rows) // 10
+        test += rows[:tenth]
+        validation += rows[tenth:2 * tenth]
+        train += rows[2 * tenth:]
+    splits = tuple([Example(text, label) for _, label, _, text in sorted(part)] for part in (train, validation, test))
+    digests = {name: hashlib.sha256(raw).hexdigest() for name, raw in files.items()}
+    return _make_task("mr", splits, True, source, files_sha256=digests,
+                      files_match_published=digests == MR_SHA256)
 
 
 def _mr_hub(hub_id: str) -> Task:
     try:
         import datasets
     except ImportError:
-        raise UnsupportedError(f"mr: no data_dir and no ${MR_ENV} set, and the 'datasets' package is missing "
-                               "to load the hub copy: pip install '.[hub]' or point BENCH_MR_DIR at rt-polarity files") from None
+        raise UnsupportedError("mr: source = 'hub' needs the 'datasets' package: pip install '.[hub]', "
+                               "or use source = 'packaged' (the default, no network)") from None
     try:
         ds = datasets.load_dataset(hub_id)
     except (OSError, ConnectionError, ValueError) as exc:  # offline, or the hub unreachable
-        raise UnsupportedError(f"mr: the hub dataset {hub_id!r} could not be loaded ({str(exc).splitlines()[0][:200]}); "
-                               f"offline, point ${MR_ENV} or data_dir at a folder with rt-polarity.pos/.neg") from None
-    train = [Example(r["text"], int(r["label"])) for r in ds["train"]]
-    test = [Example(r["text"], int(r["label"])) for r in ds["test"]]
-    random.Random(0).shuffle(test)  # a fixed, class-mixed order, so eval_examples takes a fair subset
-    return Task("mr", ["negative", "positive"], train, test, natural_text=True, source=f"hub:{hub_id}")
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UnsupportedError(f"mr: the hub dataset {hub_id!r} could not be loaded ({first}); offline, "
+                               "use source = 'packaged' (the default) or source = 'dir'") from None
+
+    def ordered(name: str) -> list[Example]:  # class-mixed, so eval_examples takes a fair subset
+        rows = [Example(r["text"], int(r["label"])) for r in ds[name]]
+        return sorted(rows, key=lambda ex: (text_sha256(ex.text), ex.label))
+
+    return _make_task("mr", (ordered("train"), ordered("validation"), ordered("test")), True, f"hub:{hub_id}")
 
 
 # ---- batches ----------------------------------------------------------------------------------

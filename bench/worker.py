@@ -67,6 +67,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
     rec["device"] = {"kind": device.type,
                      "name": torch.cuda.get_device_name(device) if device.type == "cuda" else envinfo.cpu_name()}
     plan = build.plan(cell, device)
+    rec["task_data"] = plan.task.data
     method, task = plan.method, plan.task
     cap = capacity.apply_cap(device)
     if cap is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,9 +101,8 @@ def test_activation_formula_matches_what_autograd_keeps(method: str, options: di
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_padded_rows_bring_a_mask_and_repeated_heads(precision: str, mr_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENCH_MR_DIR", str(mr_dir))  # short sentences: rows padded to seq_len 256
+def test_padded_rows_bring_a_mask_and_repeated_heads(precision: str) -> None:
+    # the packaged movie-review sentences are short: rows are padded to seq_len 256
     c = cell("full", task="mr", precision=precision, batch_size=4, seq_len=256)
     built = build.build(build.plan(c, torch.device("cpu")))
     batch = next(built.batcher.train_batches(4, 1, 0, torch.device("cpu")))
