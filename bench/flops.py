@@ -9,9 +9,9 @@ With gradient checkpointing the count includes the recomputed forward (hardware 
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 PEAK_ENV = "BENCH_PEAK_TFLOPS"
 
@@ -66,27 +66,9 @@ def _sdpa_backward(grad: Any, q: Any, k: Any, v: Any, *args: Any, out_shape: Any
     return 2 * b * h * s_q * s_k * (3 * d_q + 2 * d_v)
 
 
-def _rows(a: Any) -> int:
-    return math.prod(_shape(a)[:-1])
-
-
-def _bnb_gemm_4bit(a: Any, b: Any, shape_b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    n, k = shape_b  # the logical [out, in] of the 4-bit weight
-    return 2 * _rows(a) * n * k
-
-
-def _bnb_int8(a: Any, b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    return 2 * _rows(a) * _shape(b)[0] * _shape(a)[-1]
-
-
-def _bnb_int8_mixed(a: Any, ca: Any, cb: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    return 2 * _rows(a) * _shape(cb)[0] * _shape(a)[-1]
-
-
 def custom_formulas() -> dict[Any, Callable[..., int]]:
     """Formulas torch's table lacks or gets wrong here: SDPA with grouped-query heads (older torch
-    asserts equal heads), the CPU flash kernel, and bitsandbytes' quantized matmuls (custom ops that
-    would otherwise count nothing: QLoRA's base forward is one)."""
+    asserts equal heads) and the CPU flash kernel."""
     import torch
 
     aten = torch.ops.aten
@@ -97,24 +79,64 @@ def custom_formulas() -> dict[Any, Callable[..., int]]:
             packet = getattr(aten, op, None)  # FlopCounterMode keys on the packet, not the overload
             if packet is not None:
                 table[packet] = fn
-    bnb = getattr(torch.ops, "bitsandbytes", None)
-    for name, fn in (("gemm_4bit", _bnb_gemm_4bit), ("int8_scaled_mm", _bnb_int8),
-                     ("int8_linear_matmul", _bnb_int8), ("int8_mixed_scaled_mm", _bnb_int8_mixed)):
-        try:
-            table[getattr(bnb, name)] = fn
-        except (AttributeError, RuntimeError):
-            continue  # bitsandbytes not loaded (an unquantized model) or an older version
     return table
+
+
+def is_quantized_linear(module: Any) -> bool:
+    """A bitsandbytes 4-bit or 8-bit linear layer, recognised by its weight (duck-typed, as in
+    trackers/weights.py): a 4-bit weight carries a `quant_state`; an 8-bit one is int8 data with an
+    `SCB` attribute (its row scales, which the layer's first forward moves into the layer's state)."""
+    import torch
+
+    weight = getattr(module, "weight", None)
+    if not isinstance(module, torch.nn.Linear) or weight is None:
+        return False
+    return getattr(weight, "quant_state", None) is not None or (hasattr(weight, "SCB") and weight.dtype == torch.int8)
+
+
+@contextlib.contextmanager
+def logical_quantized_linears(model: Any) -> Iterator[int]:
+    """Inside this block every quantized linear computes through a dense weight of its logical
+    [out, in] shape, so torch's own matmul formulas count it exactly like the unquantized layer:
+    2*rows*in*out forward, the same again for the input gradient when the input needs one, and no
+    weight gradient (the weight is frozen). The kernels bitsandbytes picks (custom ops whose names
+    change between releases, CPU kernels chosen by processor features) then never decide the
+    count. The weight is zeros: the values do not matter to a count, and nothing is trained here.
+    Yields the number of layers replaced."""
+    import torch
+    import torch.nn.functional as F
+
+    layers = [m for m in model.modules() if is_quantized_linear(m)]
+
+    def logical(module: Any) -> Callable[..., Any]:
+        def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+            weight = torch.zeros(module.out_features, module.in_features, dtype=x.dtype, device=x.device)
+            bias = None if module.bias is None else module.bias.to(x.dtype)
+            return F.linear(x, weight, bias)
+        return forward
+
+    saved = [(m, m.__dict__.get("forward")) for m in layers]  # an instance-level forward (accelerate's hooks)
+    for m in layers:
+        m.forward = logical(m)
+    try:
+        yield len(layers)
+    finally:
+        for m, own in saved:
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own
 
 
 def count_step_flops(model: Any, batch: dict[str, Any], autocast: Callable[[], ContextManager[Any]],
                      params: list[Any]) -> int:
-    """FLOPs of one forward and backward on `batch`; gradients are cleared afterwards."""
+    """FLOPs of one forward and backward on `batch` (quantized linears counted from their logical
+    shapes); gradients are cleared afterwards."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False, custom_mapping=custom_formulas())
     try:
-        with counter:
+        with logical_quantized_linears(model), counter:
             with autocast():
                 loss = model(**batch).loss
             loss.backward()

@@ -89,6 +89,23 @@ def first_quant_state(model: "nn.Module") -> Any:
     return None
 
 
+def keep_training_layout(model: "nn.Module") -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns the layers touched.
+
+    On a CPU with AVX512-BF16, a Linear4bit's first forward in eval mode without gradients (an
+    evaluation before training) repacks its weight into an inference-only layout, for good. Training
+    afterwards runs the inference kernel: no autograd through the base layer (earlier layers' LoRA
+    factors get no gradient) and, where the layer has a bias, "a view of a leaf Variable ... in-place
+    operation" from `result += bias`. Evaluation and training must run the same layers the same way,
+    on every processor, so the repacking is switched off (the flag is read on every forward)."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -129,6 +146,10 @@ class KbitLora(Method):
         ctx.notes["quant"] = {**self.quant_notes(model, ctx), "compute_dtype": dtype_name(ctx.compute_dtype),
                               "prepare_for_kbit": self.config.prepare_for_kbit,
                               "skip_modules": skip_modules(ctx.model)}
+        if ctx.device.type == "cpu" and keep_training_layout(model):
+            ctx.notes["quant"]["cpu_inference_repacking"] = (
+                "off: evaluation runs the training kernels (bitsandbytes' AVX512-BF16 inference layout "
+                "would replace the trainable path after an evaluation)")
         model = wrap(model, self.config.peft_config(ctx))
         if ctx.weights_dtype == torch.float32:
             # fp32 and bf16-mixed keep trainable weights in fp32. peft upcasts the LoRA factors

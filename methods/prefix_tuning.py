@@ -1,17 +1,18 @@
 """Prefix tuning (Li & Liang, 2021) through peft: trainable key/value prefixes in every layer.
 
-peft feeds the prefixes in as `past_key_values`. Causal LMs still accept that (transformers 5
-warns it is deprecated in favour of `cache`); most encoders' forward no longer takes it, and those
-cells are `unsupported`.
+peft feeds the prefixes in as a key/value cache (`past_key_values`, or `cache` in newer
+transformers). Whether a model's forward takes one depends on the model and the transformers
+version (causal LMs do in transformers 5; most encoders' forwards no longer do, and some releases
+still list the argument but reject or ignore it). A signature says too little, so `adapt` decides by trying: one forward of two tokens
+through the wrapped model; a model that refuses is `unsupported`, with the reason.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import UnsupportedError
-from bench.method import CellContext, Method, ModelInfo
+from bench.method import CellContext, Method
 from bench.registry import register_method
 from bench.schema import require
 from methods._peft import task_type, wrap
@@ -27,44 +28,48 @@ class PrefixTuningOptions:
                 "must be a positive integer")
 
 
-def _takes_past(cls: Any) -> bool:
-    return "past_key_values" in inspect.signature(cls.forward).parameters
+def check_prefixes_reach_attention(model: Any, name: str) -> None:
+    """Raise UnsupportedError unless the wrapped model runs a forward with its prefixes, and the
+    prefixes get a gradient from it (a forward that silently drops past_key_values does not count)."""
+    import torch
+    import transformers
 
-
-def _encoder_reason(name: str, classes: list[Any]) -> str | None:
-    """peft's test for a sequence classifier: its forward or its backbone's takes past_key_values."""
-    if any(_takes_past(c) for c in classes):
-        return None
-    return (f"prefix tuning passes prefixes as past_key_values, which {name}'s "
-            f"{' / '.join(c.__name__ for c in classes)} forward does not take in this transformers version")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.ones((1, 2), dtype=torch.long, device=device)
+    prefixes = [p for p in model.parameters() if p.requires_grad]
+    try:
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        out.logits.float().sum().backward()
+        reached = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in prefixes)
+        why = "its forward ran but the prefixes got no gradient (the model ignores the cache)"
+    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError, KeyError) as exc:
+        reached, why = False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    finally:
+        for p in prefixes:
+            p.grad = None
+        model.train(was_training)
+    if not reached:
+        raise UnsupportedError(f"prefix tuning passes prefixes as a key/value cache (past_key_values), which {name} "
+                               f"({type(model.get_base_model()).__name__}) does not take in transformers "
+                               f"{transformers.__version__}: {why}")
 
 
 @register_method
 class PrefixTuning(Method):
     name = "prefix_tuning"
     Config = PrefixTuningOptions
-    description = "prefix tuning through peft (virtual key/value tokens per layer; causal LMs)"
-
-    def unsupported_reason(self, model: ModelInfo, settings: Any) -> str | None:
-        if model.kind != "encoder":
-            return None
-        import transformers
-        from transformers.models.auto import modeling_auto as auto
-
-        names = [auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(model.model_type),
-                 auto.MODEL_MAPPING_NAMES.get(model.model_type)]
-        classes = [getattr(transformers, n, None) for n in names if isinstance(n, str)]
-        if len(classes) != 2 or None in classes:
-            return None  # custom code: adapt checks the loaded model
-        return _encoder_reason(model.name, classes)
+    description = "prefix tuning through peft (virtual key/value tokens per layer; models whose forward takes past_key_values)"
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         from peft import PrefixTuningConfig
 
-        if ctx.model.kind == "encoder":
-            reason = _encoder_reason(ctx.model.name, [type(model), type(model.base_model)])
-            if reason:
-                raise UnsupportedError(reason)
         cfg = self.config
-        return wrap(model, PrefixTuningConfig(task_type=task_type(ctx), num_virtual_tokens=cfg.num_virtual_tokens,
-                                              prefix_projection=cfg.projection))
+        try:
+            model = wrap(model, PrefixTuningConfig(task_type=task_type(ctx), num_virtual_tokens=cfg.num_virtual_tokens,
+                                                   prefix_projection=cfg.projection))
+        except (TypeError, ValueError, AttributeError) as exc:  # peft cannot build prefixes for this model
+            raise UnsupportedError(f"peft cannot set up prefix tuning for {ctx.model.name}: {exc}") from None
+        check_prefixes_reach_attention(model, ctx.model.name)
+        return model

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench import build, flops
+from bench.evaluate import evaluate
 from bench.worker import run_cell
 from tests.helpers import cell
 
@@ -21,8 +22,11 @@ def _quiet() -> Any:
         yield
 
 
-def _count(method: str, options: dict[str, Any] | None = None) -> tuple[int, build.Built, dict[str, torch.Tensor]]:
+def _count(method: str, options: dict[str, Any] | None = None,
+           evaluate_first: bool = False) -> tuple[int, build.Built, dict[str, torch.Tensor]]:
     built = build.build(build.plan(cell(method, options=options), torch.device("cpu")))
+    if evaluate_first:  # an evaluation before training, as a cell with accuracy_before runs one
+        evaluate(built.model, built.batcher, built.plan.task.test_subset(8), 8, torch.device("cpu"))
     batch = next(built.batcher.train_batches(4, 1, 0, torch.device("cpu")))
     return flops.count_step_flops(built.model, batch, contextlib.nullcontext, built.trainable), built, batch
 
@@ -36,7 +40,9 @@ def test_full_step_counts_six_n_per_token_plus_attention() -> None:
     b, s = batch["input_ids"].shape
     heads, head_dim, layers = 4, 16, 2  # tiny-llama
     attention = layers * 2 * b * heads * s * s * (2 * head_dim) * (1 + 2.5)  # forward, and 5 matmuls back
-    assert counted == 6 * _matmul_params(built.model) * b * s + attention
+    # Small ops outside the linears and attention (rotary's position matmul: 512 FLOPs here) come
+    # and go between transformers releases; they stay far below this tolerance.
+    assert counted == pytest.approx(6 * _matmul_params(built.model) * b * s + attention, rel=1e-4)
     assert all(p.grad is None for p in built.trainable)  # the count leaves no gradients behind
 
 
@@ -48,10 +54,28 @@ def test_frozen_base_counts_fewer_than_full() -> None:
     assert lora > 4 * _matmul_params(built.model) * tokens  # forward and input gradients still run
 
 
-def test_quantized_base_matmuls_are_counted() -> None:
+QUANTIZED = [("qlora", {"quant_type": "nf4"}), ("qlora", {"quant_type": "nf4", "double_quant": True}),
+             ("qlora", {"quant_type": "fp4"}), ("qlora", {"quant_type": "fp4", "double_quant": True}),
+             ("int8_lora", {})]
+
+
+@pytest.mark.parametrize("evaluate_first", [False, True], ids=["train-only", "after-evaluation"])
+@pytest.mark.parametrize("method, options", QUANTIZED, ids=lambda x: x if isinstance(x, str) else
+                         "-".join(f"{k}={v}" for k, v in x.items()) or "default")
+def test_quantized_base_counts_the_same_matmuls_as_lora(method: str, options: dict[str, Any],
+                                                        evaluate_first: bool) -> None:
     lora, _, _ = _count("lora", {"r": 4})
-    qlora, _, _ = _count("qlora", {"r": 4})
-    assert qlora == lora  # the 4-bit matmul is a bitsandbytes op torch's table lacks
+    quantized, built, _ = _count(method, {"r": 4, **options}, evaluate_first)
+    assert any(flops.is_quantized_linear(m) for m in built.model.modules())
+    assert quantized == lora  # same logical matmuls; the kernels bitsandbytes picks do not count
+
+
+def test_quantized_layers_are_restored_after_the_count() -> None:
+    _, built, batch = _count("qlora", {"r": 4})
+    layers = [m for m in built.model.modules() if flops.is_quantized_linear(m)]
+    assert layers and all("forward" not in m.__dict__ for m in layers)
+    x = torch.randn(2, layers[0].in_features)
+    assert layers[0](x).abs().sum() > 0  # the real 4-bit weight again, not the count's zeros
 
 
 @pytest.mark.parametrize("name, peak", [

@@ -151,6 +151,33 @@ def test_classification_head_stays_unquantized(method: str) -> None:
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-llama"])  # linears with biases, and without
+def test_evaluation_before_training_keeps_the_trainable_4bit_path(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an AVX512-BF16 CPU bitsandbytes repacks a 4-bit weight for inference on its first forward
+    without gradients, and training afterwards fails or loses gradients. This machine may lack that
+    processor feature: the layers are built believing they have it, and the repacking is watched."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    from bench.evaluate import evaluate
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    repacked: list[int] = []
+
+    def repack(data: Any, state: Any) -> Any:
+        repacked.append(1)
+        raise AssertionError("a 4-bit weight was repacked for CPU inference")
+
+    monkeypatch.setattr(bnb_modules, "_convert_weight_packed_for_cpu", repack)
+    b = built(cell("qlora", model, {"r": 4, "double_quant": True}))
+    assert b.plan.ctx.notes["quant"]["cpu_inference_repacking"].startswith("off")
+    evaluate(b.model, b.batcher, b.plan.task.test_subset(8), 8, torch.device("cpu"))
+    assert repacked == []
+    batch = next(b.batcher.train_batches(4, 1, 0, torch.device("cpu")))
+    b.model.train()
+    b.model(**batch).loss.backward()
+    assert all(p.grad is not None for p in b.trainable)  # every layer's LoRA factors, the first included
+
+
 def test_bf16_mixed_trains_fp32_weights_on_a_bf16_base() -> None:
     b = built(cell("qlora", "tiny-bert", precision="bf16-mixed"))
     assert b.model.get_input_embeddings().weight.dtype == torch.bfloat16  # frozen, compute dtype
