@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -72,14 +72,17 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
     return Plan(cell, method, hf_config, ctx, tasks.load_task(cell.task))
 
 
-def build(p: Plan) -> Built:
-    """Load the model with the method's load arguments, adapt it, and prepare the batcher."""
+def build(p: Plan, phase: Callable[[str], None] = lambda name: None) -> Built:
+    """Load the model with the method's load arguments, adapt it, and prepare the batcher; `phase`
+    hears "load" and "adapt" as each starts (a failure record names the one that failed)."""
     cell, ctx, s = p.cell, p.ctx, p.cell.settings
+    phase("load")
     seed_everything(cell.seed)
     location, extra = models.source(cell.model)
     ctx.tokenizer = load_tokenizer(location, extra)
     model = models.load_model(cell.model, p.hf_config, ctx.model, len(p.task.label_words), ctx.weights_dtype,
                               ctx.device, p.method.load_kwargs(ctx))
+    phase("adapt")
     model = p.method.adapt(model, ctx)
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -3,7 +3,7 @@
 Cells are matched by `cell_id`. A regression is
 - step time: the median grew by more than `time_tol` AND the per-step samples say the current run
   is slower (one-sided Mann-Whitney U, p < 0.01), so noise alone never fails CI;
-- memory (torch peak allocated and NVML device peak on CUDA, peak RSS on CPU): grew by more than
+- memory (torch peak allocated and NVML device peak on CUDA, peak RSS above the pre-load baseline on CPU): grew by more than
   `mem_tol`;
 - accuracy: dropped by more than `acc_tol` percentage points, or went missing;
 - status: ok in the baseline, not ok now.
@@ -30,7 +30,7 @@ P_VALUE = 0.01
 Verdict = Literal["regression", "improved", "warning", "same"]
 # Memory fields compared where both runs have them: (label, field under `memory`).
 MEMORY = [("torch peak allocated", "peak_allocated_bytes"), ("NVML device peak", "nvml_device_peak_bytes"),
-          ("peak RSS", "peak_rss_bytes")]
+          ("peak RSS above baseline", "peak_rss_above_baseline_bytes")]
 
 
 @dataclass

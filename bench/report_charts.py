@@ -150,7 +150,7 @@ def memory_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
             used["nvml"] = None
     _failed_rows(ax, groups, failed)
     ax.set_xlabel(f"Peak training memory, {GIB_LABEL}")
-    kinds = {"CUDA: torch peak allocated" if get(r, "device.kind") == "cuda" else "CPU: peak RSS"
+    kinds = {"CUDA: torch peak allocated" if get(r, "device.kind") == "cuda" else "CPU: peak RSS above pre-load baseline"
              for g in groups for r in g.ok}
     ax.set_title(f"Peak training memory per method ({'; '.join(sorted(kinds))})")
     drawn = [g.method for y, g in enumerate(groups) if y not in failed]
@@ -170,15 +170,15 @@ def memory_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
     return fig
 
 
-def _front(ax: Any, rows: Any, colours: dict[str, str]) -> None:
-    """Points of one task, their labels, and the Pareto front through them."""
+def _front(ax: Any, rows: Any, colours: dict[str, str]) -> list[Any]:
+    """Points of one task, the Pareto front through them, and their labels (returned, to be placed
+    once the figure's layout is final)."""
     for method, part in rows.groupby("method", sort=False):
         ax.errorbar(part["peak_mem_GiB"], part["accuracy_%"], yerr=part["accuracy_%_ci95"].fillna(0),
                     fmt="o", color=colours[str(method)], markersize=5, capsize=2, linewidth=0.8, label=str(method))
-    # Neighbours in memory order get their labels on alternate sides, so close points stay legible.
-    for i, (_, row) in enumerate(rows.sort_values("peak_mem_GiB").iterrows()):
-        ax.annotate(wrap(row["group"]), (row["peak_mem_GiB"], row["accuracy_%"]),
-                    xytext=(5, 5 if i % 2 == 0 else -10), textcoords="offset points", fontsize=6, color=GREY)
+    # Labels start on their point; place_labels moves them off it and apart.
+    labels = [ax.text(x, y, wrap(label, 24), fontsize=6, color=GREY, ha="center", va="center")
+              for x, y, label in zip(rows["peak_mem_GiB"], rows["accuracy_%"], rows["group"])]
     points = list(zip(rows["peak_mem_GiB"], rows["accuracy_%"]))
     front = [points[i] for i in pareto_front(points)]
     if len(front) > 1:
@@ -190,6 +190,25 @@ def _front(ax: Any, rows: Any, colours: dict[str, str]) -> None:
     ax.set_xlabel(f"Peak training memory, {GIB_LABEL}")
     ax.set_ylabel("Accuracy (%)")
     ax.margins(x=0.15, y=0.12)
+    return labels
+
+
+def place_labels(fig: Figure, ax: Any, labels: list[Any]) -> None:
+    """Move point labels off each other and off the markers (adjustText), with a thin leader line
+    from each label to its own point, so no label overlaps another or sits by the wrong marker."""
+    from adjustText import adjust_text
+
+    if not labels:
+        return
+    fig.canvas.draw()  # the layout (legend outside, panels) is final: place in its display space
+    xs = [t.get_position()[0] for t in labels]
+    ys = [t.get_position()[1] for t in labels]
+    # Each marker (5 pt) is an obstacle of its own size; the lines drawn (Pareto front, error bars)
+    # are obstacles too, so no label lies on them.
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    adjust_text(labels, x=xs, y=ys, ax=ax, objects=lines or None, expand=(1.3, 1.9),
+                force_static=(0.6, 1.0), force_text=(0.4, 0.7), min_arrow_len=0,
+                arrowprops={"arrowstyle": "-", "color": GREY, "linewidth": 0.5, "shrinkA": 1, "shrinkB": 4})
 
 
 def pareto_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
@@ -201,12 +220,13 @@ def pareto_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
     tasks = list(dict.fromkeys(rows["task"].fillna("")))
     title = "Accuracy against memory (up and left is better; bars: 95% CI over seeds)"
     fig, axes = panels([t or "(task not recorded)" for t in tasks], title)
-    for task, ax in zip(tasks, axes.values()):
-        _front(ax, rows[rows["task"].fillna("") == task], colours)
+    labels = {task: _front(ax, rows[rows["task"].fillna("") == task], colours) for task, ax in zip(tasks, axes.values())}
     if len(axes) == 1:
         legend_outside(next(iter(axes.values())))
     else:
         figure_legend(fig, axes.values())
+    for task, ax in zip(tasks, axes.values()):
+        place_labels(fig, ax, labels[task])
     return fig
 
 

@@ -23,6 +23,22 @@ GIB = 2**30
 MIB = 2**20
 UNITS_NOTE = ("Memory in GiB (1 GiB = 2^30 bytes), checkpoints in MiB (2^20 bytes), step times in ms, "
               "accuracy in percent; CI = 95% confidence interval of the mean over seeds (t distribution).")
+# How each headline column is computed: the report's header says it, once, for every renderer.
+DEFINITIONS = (
+    ("Peak memory", "the training steps' peak (warm-up included, evaluation and loading excluded). CUDA: torch's "
+                    "peak allocated bytes, plus a paged optimizer's state in CUDA managed memory, which torch does "
+                    "not see. CPU: the peak resident set (Linux VmHWM, reset before the first step) above the "
+                    "resident set just before the model loaded, so the interpreter and libraries are not in it. "
+                    "Tables, charts, the breakdown and predicted-vs-measured all use this one figure."),
+    ("Step time", "median of the timed steps (warm-up excluded); IQR and CV over the same steps."),
+    ("Throughput", "mean real (non-padding) tokens per timed step divided by the median step time: the same "
+                   "statistic as the step time, so the two rank methods alike (results.csv also has "
+                   "tokens_per_s_overall, all timed tokens over the summed step times)."),
+    ("Accuracy", "on the first eval_examples sentences of the task's fixed test split, after training."),
+    ("Predicted", "the memory model's peak for the same cell (bench predict); 'vs measured' is predicted / "
+                  "measured - 1."),
+)
+VERSION_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes")
 
 # Metrics summarised over seeds, and whether a lower value is better (for bold "best" cells).
 GROUP_METRICS: dict[str, bool] = {
@@ -84,16 +100,20 @@ def managed_bytes(rec: dict[str, Any]) -> float:
     return 0.0 if math.isnan(value) else value
 
 
+CPU_PEAK = "peak RSS above the pre-load baseline"
+
+
 def peak_bytes(rec: dict[str, Any]) -> tuple[float, str]:
     """The headline peak and where it comes from: torch peak allocated plus any managed optimizer
-    state on CUDA (so a paged optimizer never shows a saving only torch sees), peak RSS on CPU."""
+    state on CUDA (so a paged optimizer never shows a saving only torch sees); on the CPU the peak
+    resident set of the training steps above the resident set just before the model loaded."""
     if is_cuda(rec):
         value = num(get(rec, "memory.peak_allocated_bytes"))
         managed = managed_bytes(rec)
         if managed and not math.isnan(value):
             return value + managed, "torch peak allocated + managed optimizer state"
         return value, "torch peak allocated"
-    return num(get(rec, "memory.peak_rss_bytes")), "peak RSS"
+    return num(get(rec, "memory.peak_rss_above_baseline_bytes")), CPU_PEAK
 
 
 def step_stats(rec: dict[str, Any]) -> tuple[float, float, float]:
@@ -110,6 +130,22 @@ def step_stats(rec: dict[str, Any]) -> tuple[float, float, float]:
     if len(steps) >= 2 and statistics.fmean(steps) > 0:
         cv = 100 * statistics.stdev(steps) / statistics.fmean(steps)
     return median * 1e3, iqr * 1e3, cv
+
+
+def versions_line(env: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    """The versions that decide the numbers, and the device, in one line for the report's header."""
+    packages = env.get("packages") or {}
+    parts = [f"{name} {packages.get(name) or 'not installed'}" for name in VERSION_PACKAGES]
+    if env.get("cuda_available"):
+        parts += [f"CUDA {env.get('cuda') or '?'}", f"driver {env.get('driver') or '?'}"]
+    devices = sorted({str(get(r, "device.name")) for r in records if get(r, "device.name")})
+    if not devices:
+        gpus = [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)]
+        devices = gpus or ([env["cpu"]] if env.get("cpu") else [])
+    parts.append("device: " + (", ".join(devices) or "not recorded"))
+    if env.get("python"):
+        parts.append(f"Python {env['python']}")
+    return " · ".join(parts)
 
 
 def group_key(rec: dict[str, Any]) -> str:
@@ -136,7 +172,9 @@ def cell_row(rec: dict[str, Any]) -> dict[str, Any]:
         "optimizer": get(rec, "settings.optimizer") or "",
         "gradient_checkpointing": get(rec, "settings.gradient_checkpointing"),
         "device": get(rec, "device.name") or get(rec, "device.kind") or "",
-        "status": str(rec["status"]), "failed_step": num(rec.get("failed_step")), "error": rec.get("error") or "",
+        "status": str(rec["status"]), "failed_phase": str(rec.get("failed_phase") or ""),
+        "failed_step": num(rec.get("failed_step")), "error": rec.get("error") or "",
+        "traceback": str(rec.get("traceback") or ""),
         "trainable_params": trainable, "total_params": total,
         "trainable_%": 100 * trainable / total if total else math.nan,
         "peak_mem_GiB": peak / GIB, "peak_mem_source": source if not math.isnan(peak) else "",
@@ -144,13 +182,15 @@ def cell_row(rec: dict[str, Any]) -> dict[str, Any]:
     for col, field in (("peak_alloc_GiB", "peak_allocated_bytes"), ("peak_reserved_GiB", "peak_reserved_bytes"),
                        ("nvml_device_peak_GiB", "nvml_device_peak_bytes"),
                        ("nvml_process_peak_GiB", "nvml_process_peak_bytes"), ("peak_rss_GiB", "peak_rss_bytes"),
+                       ("rss_baseline_GiB", "rss_baseline_bytes"),
                        ("weights_GiB", "weights_bytes"), ("eval_peak_alloc_GiB", "eval_peak_allocated_bytes")):
         row[col] = _scaled(get(rec, f"memory.{field}"), GIB)
     row["optimizer_state_GiB"] = _scaled(get(rec, "optimizer.state_bytes_device"), GIB)
     row["optimizer_managed_GiB"] = _scaled(get(rec, "optimizer.state_bytes_managed"), GIB)
     row.update({
         "step_ms_median": median_ms, "step_ms_iqr": iqr_ms, "step_cv_%": cv,
-        "tokens_per_s": num(get(rec, "time.tokens_per_s")), "train_s": num(get(rec, "time.train_s")),
+        "tokens_per_s": num(get(rec, "time.tokens_per_s")),
+        "tokens_per_s_overall": num(get(rec, "time.tokens_per_s_overall")), "train_s": num(get(rec, "time.train_s")),
         "eval_s": num(get(rec, "time.eval_s")), "eval_examples_per_s": num(get(rec, "time.eval_examples_per_s")),
         "accuracy_%": 100 * num(get(rec, "quality.accuracy")),
         "accuracy_before_%": 100 * num(get(rec, "quality.accuracy_before")),
@@ -174,6 +214,9 @@ def cell_row(rec: dict[str, Any]) -> dict[str, Any]:
                                  ("predicted", "predicted", BREAKDOWN_PARTS[:4] + ("peak",))):
         for part in parts:
             row[f"{prefix}_{part}_GiB"] = _scaled(get(rec, f"memory.{field}.{part}_bytes"), GIB)
+    measured = row["peak_mem_GiB"]
+    row["predicted_vs_measured_%"] = (100 * (row["predicted_peak_GiB"] / measured - 1) if measured > 0
+                                      else math.nan)
     row.update({
         "checkpoint_MiB": _scaled(rec.get("checkpoint_bytes"), MIB), "duration_s": num(rec.get("duration_s")),
         "started_at": rec.get("started_at") or "", "finished_at": rec.get("finished_at") or "",

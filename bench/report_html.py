@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from bench.report_data import UNITS_NOTE, RunData
-from bench.report_tables import CELLS, SUMMARY, cells_frame, failed_frame, is_numeric_column, summary_frame
+from bench.report_data import DEFINITIONS, UNITS_NOTE, RunData, versions_line
+from bench.report_tables import CELLS, SUMMARY, cells_frame, failed_frame, is_numeric_column, summary_frame, tracebacks
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -126,8 +126,10 @@ def _cells_table(data: RunData) -> str:
 def page(data: RunData, title: str, figures: Sequence[tuple[str, str]], skipped: Sequence[str]) -> str:
     """The whole page. `figures` are (caption, inline SVG); `skipped` says which charts were left out."""
     counts = ", ".join(f"{n} {s}" for s, n in data.cells["status"].value_counts().items()) or "no cells"
-    parts = [f"<h1>{_esc(title)}</h1>",
-             f'<p>{len(data.cells)} cells: {_esc(counts)}.</p><p class="note">{_esc(UNITS_NOTE)}</p>']
+    parts = [f"<h1>{_esc(title)}</h1>", f"<p>{_esc(versions_line(data.env, data.records))}</p>",
+             f"<p>{len(data.cells)} cells: {_esc(counts)}.</p>", "<h2>How each column is computed</h2>", "<ul>"]
+    parts += [f"<li><strong>{_esc(name)}</strong>: {_esc(text)}</li>" for name, text in DEFINITIONS]
+    parts += [f"<li><strong>Units</strong>: {_esc(UNITS_NOTE)}</li>", "</ul>"]
     if data.skipped_torn:
         parts.append('<p class="note">The last line of results.jsonl is torn and was skipped.</p>')
     if len(data.groups):
@@ -136,6 +138,9 @@ def page(data: RunData, title: str, figures: Sequence[tuple[str, str]], skipped:
     failed = failed_frame(data, width=2000)
     parts.append("<h2>Failed cells</h2>")
     parts.append(table(failed) if len(failed) else "<p>None: every cell finished.</p>")
+    for name, tb in tracebacks(data):
+        parts.append(f"<details><summary>Traceback of {_esc(name)} (last frames; the whole one is in the "
+                     f"cell's log)</summary><pre>{_esc(tb)}</pre></details>")
     parts.append("<h2>Charts</h2>")
     for caption, svg in figures:
         parts.append(f"<figure>{svg}<figcaption>{_esc(caption)}</figcaption></figure>")

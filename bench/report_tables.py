@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from bench.report_data import GROUP_METRICS, UNITS_NOTE, RunData
+from bench.report_data import DEFINITIONS, GROUP_METRICS, UNITS_NOTE, RunData, versions_line
 
 # Summary columns: (header, source metric, decimals). Lower-is-better comes from GROUP_METRICS.
 SUMMARY = [
@@ -23,6 +23,7 @@ CELLS = [
     ("Peak mem. (GiB)", "peak_mem_GiB", 3, True),
     ("NVML peak (GiB)", "nvml_device_peak_GiB", 3, True),
     ("Predicted peak (GiB)", "predicted_peak_GiB", 3, None),
+    ("Predicted vs measured (%)", "predicted_vs_measured_%", 1, None),
     ("Step (ms, median)", "step_ms_median", 1, True),
     ("Step IQR (ms)", "step_ms_iqr", 1, None),
     ("Step CV (%)", "step_cv_%", 1, True),
@@ -132,12 +133,19 @@ def cells_frame(data: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def failed_frame(data: RunData, width: int = 300) -> pd.DataFrame:
-    """Failed cells with their status, step and reason (reasons cut to `width` characters)."""
+    """Failed cells with their status, where they failed and the reason (cut to `width` characters)."""
     f = data.failed
     reasons = [r if len(r) <= width else r[: width - 1] + "…" for r in f["error"].astype(str)]
-    steps = ["" if math.isnan(s) else str(int(s)) for s in f["failed_step"]]
-    return pd.DataFrame({"Cell": f["name"], "Status": f["status"], "Failed at step": steps,
+    where = [f"training step {int(step)}" if not math.isnan(step) else phase
+             for phase, step in zip(f["failed_phase"], f["failed_step"])]
+    return pd.DataFrame({"Cell": f["name"], "Status": f["status"], "Failed in": where,
                          "Reason": [r or "(no reason recorded)" for r in reasons]})
+
+
+def tracebacks(data: RunData) -> list[tuple[str, str]]:
+    """(cell name, last frames of its traceback) of the failed cells that recorded one."""
+    f = data.failed
+    return [(name, tb.rstrip()) for name, tb in zip(f["name"], f["traceback"]) if tb]
 
 
 def latex(data: RunData) -> str:
@@ -159,10 +167,13 @@ def _section(title: str, body: str) -> str:
 
 
 def markdown_sections(data: RunData, chart_lines: Sequence[str], env_lines: Sequence[str]) -> str:
-    """The body of report.md after its title: summary, cells, failures, notes, charts, environment."""
+    """The body of report.md after its title: versions, how to read it, summary, cells, failures,
+    notes, charts, environment."""
     counts = data.cells["status"].value_counts()
     parts = [", ".join(f"{n} {s}" for s, n in counts.items()) or "no cells"]
-    out = [f"{len(data.cells)} cells: {parts[0]}.", "", UNITS_NOTE, ""]
+    out = [versions_line(data.env, data.records), "", f"{len(data.cells)} cells: {parts[0]}.", ""]
+    out.append(_section("How each column is computed",
+                        "\n".join(f"- **{name}**: {text}" for name, text in DEFINITIONS) + f"\n- **Units**: {UNITS_NOTE}"))
     if data.skipped_torn:
         out += ["The last line of results.jsonl is torn (a writer was stopped mid-line) and was skipped.", ""]
     if len(data.groups):
@@ -170,6 +181,10 @@ def markdown_sections(data: RunData, chart_lines: Sequence[str], env_lines: Sequ
         out.append(_section("Cells", md_table(*cells_frame(data))))
     failed = failed_frame(data)
     out.append(_section("Failed cells", md_table(failed) if len(failed) else "None: every cell finished."))
+    traces = tracebacks(data)
+    if traces:  # the last frames; the cell's log (RUN_DIR/logs/CELL_ID.log) holds the whole traceback
+        out.append(_section("Tracebacks of failed cells (last frames; the whole one is in the cell's log)",
+                            "\n\n".join(f"{name}:\n\n```\n{tb}\n```" for name, tb in traces)))
     notes = data.cells[(data.cells["accuracy_note"] != "") & data.cells["accuracy_%"].isna()]
     if len(notes):
         lines = "\n".join(f"- {n}: {why}" for n, why in zip(notes["name"], notes["accuracy_note"]))

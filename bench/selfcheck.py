@@ -4,8 +4,8 @@ The bare loop builds the same model, optimizer and pre-built batches the harness
 same seed), then runs forward / backward / step with nothing else: no trackers, no hooks, no
 progress bar; steps timed by perf_counter (CUDA: an event pair per step, read after the loop).
 Both sides run with evaluation off (the bare loop has none) and alternate, each in a fresh
-process, for several rounds. Compared: the median step time, and the peak memory (CUDA: torch's
-peak allocated over the training steps; CPU: the process' peak RSS).
+process, for several rounds. Compared: the median step time, and the peak memory of the training
+steps (CUDA: torch's peak allocated; CPU: the peak RSS above the RSS before the model loads).
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
     import torch
 
     from bench import build, optim
-    from bench.trackers.memory import peak_rss_bytes
+    from bench.trackers.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     s = cell.settings
+    baseline = rss_bytes()
     if s.threads:
         torch.set_num_threads(s.threads)
     device = build.pick_device()
@@ -47,6 +48,7 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16-mixed"
                 else contextlib.nullcontext)
     model.train()
+    reset_peak_rss()
     marks: list[Any] = []
     for i, batch in enumerate(batches):
         if i >= s.warmup_steps:
@@ -66,7 +68,7 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
         peak, kind = torch.cuda.max_memory_allocated(device), "peak_allocated_bytes"
     else:
         steps = [b - a for a, b in zip(marks[::2], marks[1::2])]
-        peak, kind = peak_rss_bytes(), "peak_rss_bytes"
+        peak, kind = peak_rss_bytes() - baseline, "peak_rss_above_baseline_bytes"
     return {"step_s": steps, "step_s_median": statistics.median(steps), "peak_bytes": peak, "peak_kind": kind}
 
 
@@ -122,7 +124,7 @@ def run_harness(cell: Cell, work_dir: Path) -> dict[str, Any]:
     if rec["status"] != "ok":
         raise RuntimeError(f"the harness run ended {rec['status']}: {rec.get('error')}")
     mem, cuda = rec["memory"], (rec.get("device") or {}).get("kind") == "cuda"
-    kind = "peak_allocated_bytes" if cuda else "peak_rss_bytes"
+    kind = "peak_allocated_bytes" if cuda else "peak_rss_above_baseline_bytes"
     return {"step_s": rec["time"]["step_s"], "step_s_median": rec["time"]["step_s_median"],
             "peak_bytes": mem[kind], "peak_kind": kind}
 

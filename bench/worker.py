@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,27 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+PHASES = ("plan", "load", "adapt", "evaluation before", "training", "count", "evaluation", "save")
+
+
+@dataclass
+class Progress:
+    """Where the cell is: a failure record names the phase (and the training step) it happened in."""
+
+    phase: str = "plan"
+    loop: Any = None  # the training loop's LoopState once training starts (its step is the failed one)
+
+    def at(self, phase: str) -> None:
+        self.phase = phase
+
+    @property
+    def step(self) -> int | None:
+        return self.loop.step if self.phase == "training" and self.loop is not None else None
+
+    def where(self) -> str:
+        return f"at training step {self.step}" if self.step is not None else f"in phase '{self.phase}'"
+
+
 def base_record(cell: Cell, matrix: str) -> dict[str, Any]:
     """The fields every record has, whatever happened to the cell."""
     return {
@@ -29,7 +51,7 @@ def base_record(cell: Cell, matrix: str) -> dict[str, Any]:
         "method": cell.method.method, "method_config": cell.method.options, "model": cell.model.name,
         "model_spec": cell.model.record(), "task": cell.task.name, "task_options": cell.task.options,
         "seed": cell.seed, "settings": cell.settings.record(), "status": "error", "error": None,
-        "failed_step": None, "device": None, "params": None, "memory": None, "time": None,
+        "failed_phase": None, "failed_step": None, "device": None, "params": None, "memory": None, "time": None,
         "quality": None, "checkpoint_bytes": None, "started_at": now(), "finished_at": None,
     }
 
@@ -47,7 +69,7 @@ def checkpoint_bytes(params: dict[str, Any]) -> int:
         return path.stat().st_size
 
 
-def execute(cell: Cell, rec: dict[str, Any]) -> None:
+def execute(cell: Cell, rec: dict[str, Any], progress: Progress | None = None) -> None:
     """Run the cell, filling `rec` as it goes (so a failure keeps what was measured)."""
     import torch
 
@@ -72,9 +94,10 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
     cap = capacity.apply_cap(device)
     if cap is not None:
         rec["memory_cap"] = cap
-    memory = MemoryTracker(device)  # NVML baseline before anything loads
+    progress = progress or Progress()
+    memory = MemoryTracker(device)  # NVML and RSS baselines before anything loads
     try:
-        built = build.build(plan)
+        built = build.build(plan, progress.at)
         model, trainable, batcher = built.model, built.trainable, built.batcher
         rec["params"] = {"trainable": sum(p.numel() for p in trainable),
                          "total": sum(p.numel() for p in model.parameters())}
@@ -106,6 +129,7 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             quality["accuracy_note"] = (f"random weights: accuracy on {task.name} would mean nothing; "
                                         "this row measures memory and time")
         eval_set = task.test_subset(s.eval_examples)
+        progress.at("evaluation before")
         if evaluable and method.trains:
             quality["accuracy_before"] = evaluate(model, batcher, eval_set, s.eval_batch_size, device, autocast)["accuracy"]
         forgetting = Forgetting(quality, plan.ctx.model.kind, method.trains, plan.ctx.model.random_weights, s)
@@ -116,6 +140,8 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
         padded = False  # rows shorter than seq_len (the memory model then predicts masked attention)
         if method.trains:
             state = LoopState()
+            progress.at("training")
+            progress.loop = state
             opt, opt_info = optim.build_optimizer(trainable, s, device)
             rec["optimizer"] = opt_info
             total_steps = s.warmup_steps + s.steps
@@ -127,9 +153,6 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             t0 = _clock(device)
             try:
                 watch = train(model, opt, batches, s, trainable, memory, timer, state, autocast, fault_hook(), bar)
-            except torch.OutOfMemoryError:
-                rec["failed_step"] = state.step
-                raise
             finally:
                 if bar is not None:
                     bar.close()
@@ -140,12 +163,15 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             quality.update(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
             opt_info.update(optim.state_bytes(opt))
             opt_info["paged_active"] = device.type == "cuda" and opt_info["state_bytes_managed"] > 0
-            mem["breakdown"] = breakdown(params_split, gradient_bytes(trainable), opt_info, watch)
+            mem["breakdown"] = breakdown(params_split, gradient_bytes(trainable), opt_info, watch,
+                                         None if memory.cuda else mem["peak_rss_above_baseline_bytes"])
             # after the peak and the timings are read: an extra forward/backward, no optimizer step
+            progress.at("count")
             rec["flops"] = _flops(model, batches[s.warmup_steps], autocast, trainable, timing, rec["device"], s)
             del batches
         else:
             rec["flops"] = _flops(None, {}, autocast, trainable, timing, rec["device"], s)
+        progress.at("evaluation")
         forgetting.measure("after", model, batcher.tok, s, device, autocast)
         if evaluable:
             memory.reset()
@@ -156,12 +182,14 @@ def execute(cell: Cell, rec: dict[str, Any]) -> None:
             timing.update(eval_s=result["eval_s"], eval_examples_per_s=result["eval_examples_per_s"])
             peaks = memory.read()
             mem["eval_peak_allocated_bytes"] = peaks["peak_allocated_bytes"]
+            mem["eval_peak_rss_above_baseline_bytes"] = peaks["peak_rss_above_baseline_bytes"]
             if not method.trains:  # the inference peak is this method's only peak
                 mem.update(peaks)
         if not method.trains and "peak_rss_bytes" not in mem:
             mem.update(memory.read())
         # after every peak is read: building the meta model must not show in the process' RSS peak
         mem["predicted"] = _predict(cell, device.type, len(task.label_words), padded)
+        progress.at("save")
         rec["checkpoint_bytes"] = checkpoint_bytes({n: p for n, p in model.named_parameters() if p.requires_grad})
         if memory.notes:
             mem["notes"] = memory.notes
@@ -225,21 +253,30 @@ def run_cell(cell: Cell, matrix: str = "") -> dict[str, Any]:
         oom: tuple[type, ...] = (torch.OutOfMemoryError,)
     except ImportError:
         oom = ()
+    progress = Progress()
     try:
-        execute(cell, rec)
+        execute(cell, rec, progress)
         rec["status"] = "ok"
     except UnsupportedError as exc:
         rec.update(status="unsupported", error=str(exc))
     except oom as exc:
-        where = f" at step {rec['failed_step']}" if rec["failed_step"] is not None else " outside the training steps"
-        rec.update(status="oom", error=f"out of memory{where}: {(str(exc).splitlines() or [''])[0]}")
+        _failed(rec, progress)
+        rec.update(status="oom", error=f"out of memory {progress.where()}: {(str(exc).splitlines() or [''])[0]}")
         device = (rec.get("device") or {}).get("kind", "cuda")
         rec["memory"] = {**(rec["memory"] or {}), "predicted": _predict(cell, device, None)}  # what it would need
     except Exception as exc:  # noqa: BLE001 - any failure is a result, not a crash
-        tb = traceback.format_exc(limit=-6)
-        rec.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=tb)
+        _failed(rec, progress)
+        rec.update(status="error", error=f"{type(exc).__name__} {progress.where()}: {exc}")
     rec["finished_at"] = now()
     return rec
+
+
+def _failed(rec: dict[str, Any], progress: Progress) -> None:
+    """Name where the cell failed; the whole traceback goes to the cell's log, its last frames to the record."""
+    rec.update(failed_phase=progress.phase, failed_step=progress.step, traceback=traceback.format_exc(limit=-8))
+    print(f"cell failed {progress.where()}:", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
 
 
 def entry(cell_json: dict[str, Any], out_path: str, matrix: str, env: dict[str, str], log_path: str) -> None:

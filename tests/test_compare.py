@@ -100,10 +100,10 @@ def test_cpu_runs_compare_peak_rss(tmp_path: Path) -> None:
     def grow(records: list[dict[str, Any]]) -> None:
         for r in records:
             if r["status"] == "ok":
-                r["memory"]["peak_rss_bytes"] = int(r["memory"]["peak_rss_bytes"] * 1.1)
+                r["memory"]["peak_rss_above_baseline_bytes"] = int(r["memory"]["peak_rss_above_baseline_bytes"] * 1.1)
     res = compare(FIXTURES / "cpu_run", _variant(tmp_path, grow, FIXTURES / "cpu_run"))
     assert res.exit_code == 1
-    assert {f.metric for f in res.regressions} == {"peak RSS"}
+    assert {f.metric for f in res.regressions} == {"peak RSS above baseline"}
 
 
 @pytest.mark.parametrize(("new_acc", "code"), [(0.84, 1), (0.855, 0), (0.95, 0), (None, 1)])

@@ -423,3 +423,37 @@ def test_rendering_never_imports_torch_transformers_or_methods() -> None:
         source = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(torch|transformers|methods)\b", source, re.M), path
 
+
+
+# Nine methods of the cpu matrix, several within a hundredth of a GiB and a point of accuracy of
+# each other (the crowd where labels used to overlap and sit by the wrong marker).
+CROWD = [("full", "full", .782, .50), ("lora-r8", "lora", .780, .21), ("houlsby", "houlsby", .768, .212),
+         ("pfeiffer", "pfeiffer", .760, .206), ("ia3", "ia3", .760, .204),
+         ("prompt-tuning-20", "prompt_tuning", .626, .19), ("qlora-nf4-dq", "qlora", .764, .185),
+         ("int8-lora", "int8_lora", .776, .192), ("icl-4shot", "icl", .64, .6)]
+
+
+def test_accuracy_vs_memory_labels_overlap_nothing(tmp_path: Path) -> None:
+    lines = []
+    for i, (variant, method, acc, gib) in enumerate(CROWD):
+        lines.append(json.dumps({
+            "cell_id": f"c{i}", "status": "ok", "name": f"minilm-l6/{variant}/mr/b16x64/seed0", "variant": variant,
+            "method": method, "model": "minilm-l6", "task": "mr", "matrix": "cpu", "device": {"kind": "cpu"},
+            "memory": {"peak_rss_above_baseline_bytes": int(gib * 2**30)}, "quality": {"accuracy": acc}}))
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    data = report_data.load(tmp_path)
+    with report_style.style():
+        fig = report_charts.pareto_chart(data, report_style.method_colours(data.cells["method"]))
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    labels = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert sorted(labels) == sorted(v for v, _, _, _ in CROWD)
+    boxes = list(labels.items())
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            assert not box_a.overlaps(box_b), f"labels {a!r} and {b!r} overlap"
+    markers = ax.transData.transform([(gib, 100 * acc) for _, _, acc, gib in CROWD])
+    for name, box in boxes:
+        inside = [CROWD[j][0] for j, (x, y) in enumerate(markers) if box.contains(x, y)]
+        assert not inside, f"label {name!r} covers the marker of {inside}"
+    plt.close(fig)

@@ -35,6 +35,8 @@ def test_error_is_recorded_and_the_next_cell_runs_then_rerun_resumes(tmp_path: P
     assert [r["status"] for r in recs] == ["error", "ok"]
     assert "injected fault at step 1" in recs[0]["error"]
     assert recs[1]["time"]["step_s"] and recs[1]["quality"]["accuracy"] is not None
+    mem = recs[1]["memory"]  # a fresh process: the training memory holds at least the weights
+    assert mem["peak_rss_above_baseline_bytes"] > mem["breakdown"]["parameters_bytes"] > 0
     monkeypatch.delenv("BENCH_FAULT")
     summary, recs = run(tmp_path)
     assert (summary.ran, summary.skipped) == (1, 1)  # only the failed cell runs again

@@ -20,7 +20,7 @@ def test_bare_loop_trains_the_cell_without_the_harness() -> None:
         warnings.simplefilter("ignore")
         result = selfcheck.bare_loop(cell("lora", options={"r": 4}, steps=3, warmup_steps=1))
     assert len(result["step_s"]) == 3 and all(s > 0 for s in result["step_s"])
-    assert result["peak_kind"] == "peak_rss_bytes" and result["peak_bytes"] > 0
+    assert result["peak_kind"] == "peak_rss_above_baseline_bytes" and result["peak_bytes"] > 0
 
 
 def test_runs_alternate_and_ratios_come_from_the_medians(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_runs_alternate_and_ratios_come_from_the_medians(tmp_path: Path) -> None
     def fake(step_s: float, peak: int) -> Any:
         def run(c: Cell, side: str) -> dict[str, Any]:
             order.append(side)
-            return {"step_s_median": step_s, "peak_bytes": peak, "peak_kind": "peak_rss_bytes"}
+            return {"step_s_median": step_s, "peak_bytes": peak, "peak_kind": "peak_rss_above_baseline_bytes"}
         return run
 
     result = selfcheck.compare(cell("lora"), 3, tmp_path, fake(0.100, 1000), fake(0.101, 1005), say=lambda _: None)

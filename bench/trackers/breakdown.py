@@ -87,25 +87,36 @@ def gradient_bytes(params: list[nn.Parameter]) -> int:
 
 
 def breakdown(params_split: dict[str, int], grads: int, opt_state: dict[str, int],
-              watch: PeakWatch | None) -> dict[str, Any]:
-    """The `memory.breakdown` block. Without a watch (the CPU: no allocator peak) only the static
-    parts are known, and activations/other are null."""
+              watch: PeakWatch | None, cpu_measured_bytes: int | None = None) -> dict[str, Any]:
+    """The `memory.breakdown` block. On CUDA the parts sum to torch's peak allocated (`watch` says
+    where it was reached). On the CPU (no watch) they sum to the measured training memory, the peak
+    RSS above the pre-load baseline: parameters, gradients and optimizer state are exact, and
+    `other_bytes` is the rest (activations, temporaries, the allocator's retained pages), which RSS
+    cannot tell apart."""
     parameters = sum(params_split.values())
     out: dict[str, Any] = {
         "parameters_bytes": parameters, "gradients_bytes": grads,
         "optimizer_bytes": opt_state["state_bytes_device"], "activations_bytes": None, "other_bytes": None,
         "optimizer_managed_bytes": opt_state["state_bytes_managed"], "peak_allocated_bytes": None,
+        "measured_bytes": None, "measured": None,
         "peak_step": None, "peak_phase": None, "forward_retained_bytes": None,
         "parameters_split": params_split, "note": None,
     }
     if watch is None:
-        out["note"] = ("CPU: no allocator peak to split; parameters, gradients and optimizer state are exact, "
-                       "activations and other are not measured")
+        if cpu_measured_bytes is None:
+            out["note"] = "no measured peak to split; parameters, gradients and optimizer state are exact"
+            return out
+        out.update(measured_bytes=cpu_measured_bytes, measured="peak RSS above the pre-load baseline",
+                   other_bytes=cpu_measured_bytes - parameters - grads - out["optimizer_bytes"])
+        out["note"] = ("CPU: parameters, gradients and optimizer state are exact; other_bytes is the rest of the "
+                       "peak RSS above the pre-load baseline (activations, temporaries, allocator pages), "
+                       "which RSS cannot split")
         return out
+    out["measured"] = "torch peak allocated"
     if watch.step is None:  # nothing rose above the memory at the loop's start
         out["note"] = "the peak did not rise during training; nothing to attribute to activations"
         out.update(activations_bytes=0, other_bytes=watch.start_bytes - parameters, gradients_bytes=0,
-                   optimizer_bytes=0, peak_allocated_bytes=watch.start_bytes)
+                   optimizer_bytes=0, peak_allocated_bytes=watch.start_bytes, measured_bytes=watch.start_bytes)
         return out
     # Gradients are freed after every step (zero_grad(set_to_none=True)): none exist in the forward.
     # In the backward they accumulate as it runs; they are all counted there (an upper bound: the peak
@@ -123,7 +134,8 @@ def breakdown(params_split: dict[str, int], grads: int, opt_state: dict[str, int
     out["other_bytes"] = other
     out["activations_bytes"] = (watch.peak_bytes - parameters - out["gradients_bytes"]
                                 - out["optimizer_bytes"] - other)
-    out.update(peak_allocated_bytes=watch.peak_bytes, peak_step=watch.step, peak_phase=watch.phase,
+    out.update(peak_allocated_bytes=watch.peak_bytes, measured_bytes=watch.peak_bytes, peak_step=watch.step,
+               peak_phase=watch.phase,
                forward_retained_bytes=watch.forward_retained_bytes)
     if out["optimizer_managed_bytes"]:
         out["note"] = "optimizer_managed_bytes (CUDA managed memory of a paged optimizer) is outside the peak"

@@ -3,12 +3,20 @@
 `MemoryTracker.reset()` starts a new interval; `read()` returns the peaks since the last reset
 as a flat dict of bytes (torchtune's pattern), so loading, training and evaluation are measured
 apart. NVML figures are relative to a baseline taken before the model loads.
+
+On the CPU a cell's memory is the process's peak resident set (Linux VmHWM) in the interval, above
+the resident set just before the model loads: `peak_rss_above_baseline_bytes`. The interpreter,
+torch and the other libraries imported before that point are not in it; the weights, gradients,
+optimizer state, activations and the allocator's retained pages are. The peak is reset at the start
+of each interval by writing 5 to /proc/self/clear_refs (Linux 4.0+); where that is refused, the
+figure covers the process's whole life and a note says so.
 """
 from __future__ import annotations
 
 import os
 import resource
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,9 +24,38 @@ import torch
 SAMPLE_INTERVAL_S = 0.01  # 100 Hz: the issue asks for >= 50 Hz
 
 
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_bytes() -> int:
+    """The process's resident set now (ru_maxrss, the lifetime peak, where /proc is missing)."""
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else peak_rss_bytes()
+
+
 def peak_rss_bytes() -> int:
-    # ru_maxrss is KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The resident set's peak since the last `reset_peak_rss` (else since the process started)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS interval (the peak becomes the current RSS); False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class NvmlSampler:
@@ -94,6 +131,7 @@ class MemoryTracker:
         self.cuda = device.type == "cuda"
         self.nvml: NvmlSampler | None = None
         self.notes: list[str] = []
+        self.rss_baseline_bytes = rss_bytes()  # before the model loads: the runtime and libraries only
         if self.cuda:
             try:
                 self.nvml = NvmlSampler(device)
@@ -112,12 +150,18 @@ class MemoryTracker:
             torch.cuda.reset_peak_memory_stats(self.device)
         if self.nvml:
             self.nvml.reset()
+        if not reset_peak_rss():
+            note = "peak RSS could not be reset (/proc/self/clear_refs refused): RSS peaks cover the process's life"
+            if note not in self.notes:
+                self.notes.append(note)
 
     def read(self) -> dict[str, int | None]:
-        """Peaks since the last reset (CUDA), peak RSS of the process (CPU)."""
+        """Peaks since the last reset: torch's and NVML's on CUDA, the resident set's everywhere."""
+        peak_rss = peak_rss_bytes()
         out: dict[str, int | None] = {"peak_allocated_bytes": None, "peak_reserved_bytes": None,
                                       "nvml_device_peak_bytes": None, "nvml_process_peak_bytes": None,
-                                      "peak_rss_bytes": peak_rss_bytes()}
+                                      "peak_rss_bytes": peak_rss, "rss_baseline_bytes": self.rss_baseline_bytes,
+                                      "peak_rss_above_baseline_bytes": peak_rss - self.rss_baseline_bytes}
         if self.cuda:
             torch.cuda.synchronize(self.device)
             out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
