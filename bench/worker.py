@@ -95,6 +95,7 @@ def execute(cell: Cell, rec: dict[str, Any], progress: Progress | None = None) -
     if cap is not None:
         rec["memory_cap"] = cap
     progress = progress or Progress()
+    warm_runtime(device)
     memory = MemoryTracker(device)  # NVML and RSS baselines before anything loads
     try:
         built = build.build(plan, progress.at)
@@ -195,6 +196,24 @@ def execute(cell: Cell, rec: dict[str, Any], progress: Progress | None = None) -
             mem["notes"] = memory.notes
     finally:
         memory.close()
+
+
+def warm_runtime(device: Any) -> None:
+    """Load what every cell's code may load, before the memory baselines are taken: the libraries
+    any method or task imports (peft adds ~190 MB of resident memory, datasets ~80 MB) and the
+    matmul kernels' first use. Otherwise a cell's training memory on the CPU would include the
+    imports it happens to trigger after the baseline: methods would differ by their imports."""
+    import importlib
+
+    import torch
+
+    for name in ("transformers", "peft", "bitsandbytes", "datasets"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a missing optional library is the method's business
+            pass
+    x = torch.ones(8, 8, device=device, requires_grad=True)
+    (x @ x).sum().backward()
 
 
 def _predict(cell: Cell, device_type: str, num_labels: int | None, padded: bool = False) -> dict[str, Any]:
