@@ -239,13 +239,7 @@ has_cuda() { "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available(
 # once, and go offline (those cells are then recorded `unsupported` at once, with the reason).
 offline_if_no_hub() {
   [ -n "${HF_HUB_OFFLINE:-}" ] && return
-  if ! "$PY" - <<'PY' 2>/dev/null; then
-import socket, sys
-try:
-    socket.create_connection(("huggingface.co", 443), timeout=5).close()
-except OSError:
-    sys.exit(1)
-PY
+  if ! "$PY" -m bench.exec.environment --hub-reachable 2>/dev/null; then
     log "the Hugging Face hub is unreachable: running offline (hub models and datasets are skipped, with the reason in each record)"
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
   fi

@@ -1,21 +1,24 @@
-"""From a cell to a model ready to train: resolve the method, check support, load, adapt.
+"""From a cell to a model: resolve the method, check support, then load and adapt for real, or build
+the same model on the meta device (no memory, no weights) for the memory model.
 
-Shared by the worker (which measures around it) and the tests (which check methods with it).
+Shared by the worker (which measures around it), the memory model and the tests.
 """
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from bench import models, schema, tasks
-from bench.config import Cell
+from bench import schema
+from bench.catalog import batches, models, tasks
+from bench.catalog.tokenizer import ByteTokenizer, load_tokenizer
 from bench.errors import UnsupportedError
 from bench.method import CellContext, Method
 from bench.registry import method_class
-from bench.tokenizer import load_tokenizer
+from bench.spec import Cell
 
 
 @dataclass
@@ -34,7 +37,27 @@ class Built:
     plan: Plan
     model: torch.nn.Module
     trainable: list[torch.nn.Parameter]
-    batcher: tasks.Batcher
+    batcher: batches.Batcher
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """How bitsandbytes stores one weight: "4bit" (blocksize, double quantization) or "int8"."""
+
+    kind: str
+    blocksize: int = 64
+    double_quant: bool = False
+
+
+@dataclass
+class MetaBuilt:
+    """The cell's model on the meta device, as `build` would make it."""
+
+    plan: Plan
+    model: torch.nn.Module
+    trainable: list[torch.nn.Parameter]
+    quantized: dict[int, QuantizedWeight]  # id(weight) -> its storage
+    notes: list[str]
 
 
 def pick_device() -> torch.device:
@@ -68,8 +91,10 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
     if reason:
         raise UnsupportedError(reason)
     weights_dtype, compute_dtype = dtypes(cell.settings.precision, device)
-    ctx = CellContext(info, cell.settings, device, weights_dtype, compute_dtype, cell.seed)
-    return Plan(cell, method, hf_config, ctx, tasks.load_task(cell.task))
+    task = tasks.load_task(cell.task)
+    ctx = CellContext(info, cell.settings, device, weights_dtype, compute_dtype, cell.seed,
+                      task_instruction=task.instruction)
+    return Plan(cell, method, hf_config, ctx, task)
 
 
 def build(p: Plan, phase: Callable[[str], None] = lambda name: None) -> Built:
@@ -88,5 +113,43 @@ def build(p: Plan, phase: Callable[[str], None] = lambda name: None) -> Built:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
-    batcher = tasks.Batcher(p.task, ctx.tokenizer, ctx.model.kind, s.seq_len, p.method.demonstrations(p.task, ctx))
+    batcher = batches.Batcher(p.task, ctx.tokenizer, ctx.model.kind, s.seq_len, p.method.demonstrations(p.task, ctx))
     return Built(p, model, p.method.trainable_parameters(model), batcher)
+
+
+def quantize_on_meta(model: torch.nn.Module, quantization_config: Any) -> dict[int, QuantizedWeight]:
+    """Let transformers' own quantizer replace the linears it would quantize, then read them."""
+    from transformers.quantizers import AutoHfQuantizer
+
+    quantizer = AutoHfQuantizer.from_config(quantization_config, pre_quantized=False)
+    quantizer.preprocess_model(model, device_map={"": "meta"})
+    out: dict[int, QuantizedWeight] = {}
+    for p in model.parameters():
+        if hasattr(p, "compress_statistics"):  # bitsandbytes Params4bit
+            out[id(p)] = QuantizedWeight("4bit", int(getattr(p, "blocksize", 64) or 64), bool(p.compress_statistics))
+        elif hasattr(p, "SCB") and hasattr(p, "CB"):  # Int8Params
+            out[id(p)] = QuantizedWeight("int8", 0, False)
+    return out
+
+
+def build_meta(p: Plan) -> MetaBuilt:
+    """The model `build` would make, on the meta device: from its config in the dtype the method
+    loads it in, its linears quantized as transformers' bitsandbytes quantizer replaces them before
+    loading, adapted by the method's own `adapt`. `p` is planned for the meta device."""
+    ctx = p.ctx
+    notes: list[str] = []
+    try:
+        ctx.tokenizer = load_tokenizer(*models.source(p.cell.model))
+    except Exception:  # noqa: BLE001 - token ids only set values (a prompt's init), not sizes
+        ctx.tokenizer = ByteTokenizer()
+    load = p.method.load_kwargs(ctx)
+    model = models.from_config(copy.deepcopy(p.hf_config), ctx.model, len(p.task.label_words),
+                               load.get("dtype", ctx.weights_dtype), ctx.device)
+    quantized: dict[int, QuantizedWeight] = {}
+    if load.get("quantization_config") is not None:
+        try:
+            quantized = quantize_on_meta(model, load["quantization_config"])
+        except Exception as exc:  # noqa: BLE001 - predict the rest; say what is missing
+            notes.append(f"quantization not modelled ({type(exc).__name__}: {exc}); weights counted unquantized")
+    model = p.method.adapt(model, ctx)
+    return MetaBuilt(p, model, p.method.trainable_parameters(model), quantized, notes)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Any, Iterable
 
 
 class BenchError(Exception):
@@ -27,3 +27,9 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{hint}; valid choices: {', '.join(choices) or '(none)'}"
+
+
+def require(cond: bool, field: str, value: Any, rule: str) -> None:
+    """Raise ConfigError naming the field and value unless `cond` (for __post_init__ checks)."""
+    if not cond:
+        raise ConfigError(f"{field} = {value!r}: {rule}")

@@ -12,8 +12,8 @@ if TYPE_CHECKING:  # torch stays out of import time for config validation and `b
     import torch
     from torch import nn
 
-    from bench.config import Settings
-    from bench.tasks import Example, Task
+    from bench.catalog.tasks import Example, Task
+    from bench.spec import Settings
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class CellContext:
     compute_dtype: "torch.dtype"  # dtype matmuls run in
     seed: int
     notes: dict[str, Any] = field(default_factory=dict)  # extra record fields a method reports
-    tokenizer: Any = None  # bench.tokenizer.Tokenizer, set before `adapt`
+    tokenizer: Any = None  # bench.catalog.tokenizer.Tokenizer, set before `adapt`
+    task_instruction: str = ""  # what the task asks, in words (the task's business, not a method's)
 
 
 @dataclass(frozen=True)

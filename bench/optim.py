@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from bench.config import Settings
 from bench.errors import UnsupportedError
+from bench.spec import Settings
 
 
 def build_optimizer(params: list[torch.nn.Parameter], settings: Settings,

@@ -24,7 +24,9 @@ class Registry(Generic[T]):
 
     def register(self, name: str, item: T) -> T:
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
+            first, second = (getattr(x, "__module__", "?") for x in (self._items[name], item))
+            raise ConfigError(f"{self.kind} name {name!r} is registered twice: by {first} and by {second}; "
+                              "rename one of them")
         self._items[name] = item
         return item
 
@@ -67,9 +69,17 @@ def load_methods() -> Registry[type]:
         if not info.name.startswith("_"):
             importlib.import_module(f"methods.{info.name}")
     for ep in entry_points(group=PLUGIN_GROUP):
-        before = set(METHODS)
+        before = dict(METHODS.items())
         obj = ep.load()
-        if isinstance(obj, type) and getattr(obj, "name", None) and obj.name not in before and obj.name not in METHODS:
+        name = getattr(obj, "name", None)
+        if not isinstance(obj, type) or not isinstance(name, str) or not name:
+            raise ConfigError(f"plugin entry point {ep.name!r} ({ep.value}) of group {PLUGIN_GROUP!r} is not a "
+                              "method class with a `name`")
+        if name in before:
+            first = getattr(before[name], "origin", None) or before[name].__module__
+            raise ConfigError(f"method name {name!r} is registered twice: by {first} and by the plugin "
+                              f"{ep.value} (entry point {ep.name!r}); rename one of them")
+        if name not in METHODS:  # a plugin module may register itself with @register_method
             register_method(obj)
     return METHODS
 

@@ -101,11 +101,3 @@ def describe(cls: type) -> list[tuple[str, str, Any]]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
         out.append((f.name, _type_name(hints[f.name]), default))
     return out
-
-
-def require(cond: bool, field: str, value: Any, rule: str) -> None:
-    """Raise ConfigError naming the field and value unless `cond` (for __post_init__ checks)."""
-    if not cond:
-        raise ConfigError(f"{field} = {value!r}: {rule}")
-
-

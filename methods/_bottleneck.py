@@ -14,25 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from bench.errors import UnsupportedError
+from bench.errors import UnsupportedError, require
 from bench.method import CellContext, Method, ModelInfo
-from bench.schema import require
+from methods._structure import (
+    SITES,
+    find_layers,
+    head_parameters,
+    is_norm,
+    out_width,
+    resolve_site,
+)
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 Activation = Literal["relu", "gelu", "silu", "tanh"]
-
-# Paths inside one transformer layer, tried in order; the first that exists is the site.
-SITES: dict[str, tuple[str, ...]] = {
-    # the attention output projection (before the residual add / the residual LayerNorm)
-    "attention": ("self_attn.o_proj", "attn.c_proj", "attention.output.dense", "self_attention.dense",
-                  "attention.dense", "attn.out_proj", "attn.attention.out_proj", "self_attn.out_proj",
-                  "attention.out_lin", "attn.o_proj", "attention.wo"),
-    # the feed-forward block's output (the whole MLP where it is one module, else its last projection)
-    "feed_forward": ("mlp", "feed_forward", "ffn", "output.dense", "fc2"),
-}
 
 ADAPTER_ATTR = "bottleneck"
 DEFAULT_REDUCTION = 16.0
@@ -102,60 +99,6 @@ def _apply_adapter(module: "nn.Module", args: Any, output: Any) -> Any:
     return output + adapter(output)
 
 
-def is_projection(module: "nn.Module") -> bool:
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(module, (nn.Linear, Conv1D))
-
-
-def _out_width(module: "nn.Module") -> int | None:
-    """Output width of a projection, or of a block's last projection; None if it has none."""
-    projections = [m for m in module.modules() if is_projection(m)]
-    if not projections:
-        return None
-    last = projections[-1]
-    return int(getattr(last, "out_features", None) or getattr(last, "nf"))
-
-
-def find_layers(model: "nn.Module", num_layers: int) -> tuple[str, "nn.ModuleList"]:
-    """The ModuleList of transformer layers: same-class blocks, `num_layers` of them if one matches,
-    in which the feed-forward site resolves."""
-    from torch import nn
-
-    lists = [(name, mod) for name, mod in model.named_modules()
-             if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(b) for b in mod}) == 1
-             and resolve_site(mod[0], "feed_forward") is not None]
-    if not lists:
-        raise UnsupportedError(
-            f"no list of transformer layers found in {type(model).__name__}: looked for a ModuleList of "
-            f"same-class blocks containing one of {', '.join(SITES['feed_forward'])}")
-    exact = [x for x in lists if len(x[1]) == num_layers]
-    return (exact or sorted(lists, key=lambda x: -len(x[1])))[0]
-
-
-def resolve_site(layer: "nn.Module", site: str) -> tuple[str, "nn.Module"] | None:
-    """(path, module) of the first known path for `site` inside `layer`, or None."""
-    for path in SITES[site]:
-        try:
-            return path, layer.get_submodule(path)
-        except AttributeError:
-            continue
-    return None
-
-
-def _is_norm(module: "nn.Module") -> bool:
-    from torch import nn
-
-    return isinstance(module, nn.LayerNorm) or type(module).__name__.lower().endswith("norm")
-
-
-def head_parameters(model: "nn.Module") -> list["nn.Parameter"]:
-    """Parameters outside the backbone (`model.base_model`): the classification head of an encoder."""
-    backbone = {id(p) for p in getattr(model, "base_model", model).parameters()}
-    return [p for p in model.parameters() if id(p) not in backbone]
-
-
 def insert_adapters(model: "nn.Module", sites: tuple[str, ...], options: BottleneckOptions,
                     ctx: CellContext) -> dict[str, Any]:
     """Freeze the model, add an adapter at each site of each chosen layer, unfreeze what trains.
@@ -177,7 +120,7 @@ def insert_adapters(model: "nn.Module", sites: tuple[str, ...], options: Bottlen
                     f"no {site.replace('_', '-')} output found in {type(layer).__name__} ({prefix}.{i}): "
                     f"looked for {', '.join(SITES[site])}")
             path, target = found
-            width = _out_width(target)
+            width = out_width(target)
             if width is not None and width != d:
                 raise UnsupportedError(f"{prefix}.{i}.{path} outputs width {width}, not the hidden size {d}; "
                                        f"a {site.replace('_', '-')} adapter cannot go there")
@@ -188,7 +131,7 @@ def insert_adapters(model: "nn.Module", sites: tuple[str, ...], options: Bottlen
             placed.append(f"{prefix}.{i}.{path}")
         if options.train_layer_norms:
             for mod in layer.modules():
-                if _is_norm(mod):
+                if is_norm(mod):
                     mod.requires_grad_(True)
     for name in placed:
         getattr(model.get_submodule(name), ADAPTER_ATTR).requires_grad_(True)

@@ -7,16 +7,15 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import UnsupportedError
+from bench.errors import UnsupportedError, require
 from bench.method import CellContext, Method, ModelInfo
-from bench.schema import require
 from methods._peft import wrap
 from methods.lora import LoraOptions
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from bench.config import Settings
+    from bench.spec import Settings
 
 
 @dataclass(frozen=True)

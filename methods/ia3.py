@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import UnsupportedError
+from bench.errors import UnsupportedError, require
 from bench.method import CellContext, Method
 from bench.registry import register_method
-from bench.schema import require
-from methods._bottleneck import SITES, is_projection, find_layers, resolve_site
 from methods._peft import task_type, wrap
+from methods._structure import SITES, find_layers, is_projection, resolve_site
 
 KEY_VALUE_NAMES = {"k_proj", "v_proj", "key", "value", "k_lin", "v_lin", "wk", "wv", "k", "v"}
 
@@ -69,8 +68,12 @@ class Ia3(Method):
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         from peft import IA3Config
-        from peft.utils.constants import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF,
-                                          TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS)
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF,
+        )
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS,
+        )
 
         cfg = self.config
         targets, feedforward = cfg.target_modules, cfg.feedforward_modules

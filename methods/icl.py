@@ -6,10 +6,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from bench.catalog.tasks import Example, Task
+from bench.errors import require
 from bench.method import CellContext, Method, ModelInfo
 from bench.registry import register_method
-from bench.schema import require
-from bench.tasks import Example, Task
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bench.errors import require
 from bench.method import CellContext
 from bench.registry import register_method
-from bench.schema import require
 from methods._quant import KbitLora, KbitLoraOptions, skip_modules
 
 

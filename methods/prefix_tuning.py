@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import UnsupportedError
+from bench.errors import UnsupportedError, require
 from bench.method import CellContext, Method
 from bench.registry import register_method
-from bench.schema import require
 from methods._peft import task_type, wrap
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bench.errors import require
 from bench.method import CellContext, Method
 from bench.registry import register_method
-from bench.schema import require
 from methods._peft import task_type, wrap
 
 
@@ -14,7 +14,7 @@ from methods._peft import task_type, wrap
 class PromptTuningOptions:
     num_virtual_tokens: int = 20
     init: Literal["random", "vocab", "text"] = "text"  # vocab: embeddings of random vocabulary tokens
-    init_text: str = "Classify the sentiment of this movie review as positive or negative."
+    init_text: str | None = None  # for init = "text"; None: the task's instruction
 
     def __post_init__(self) -> None:
         require(self.num_virtual_tokens > 0, "num_virtual_tokens", self.num_virtual_tokens,
@@ -37,7 +37,7 @@ class PromptTuning(Method):
             # Done here rather than by peft's TEXT init, which needs a hub tokenizer name.
             emb = model.get_input_embeddings().weight
             if cfg.init == "text":
-                ids = ctx.tokenizer.encode(cfg.init_text, False)
+                ids = ctx.tokenizer.encode(cfg.init_text or ctx.task_instruction, False)
                 ids = (ids * (cfg.num_virtual_tokens // max(1, len(ids)) + 1))[: cfg.num_virtual_tokens]
             else:
                 gen = torch.Generator().manual_seed(ctx.seed)

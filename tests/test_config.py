@@ -1,10 +1,12 @@
+"""Matrix files (bench/config.py): TOML in, a validated cross product of cells out; every error
+names the file, the key, the bad value and the choices."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from bench.config import Settings, builtin_matrices, load_matrix
+from bench.config import builtin_matrices, load_matrix
 from bench.errors import ConfigError
 
 GOOD = """
@@ -81,16 +83,25 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_matrix("smok")
 
 
-def test_settings_reject_impossible_values() -> None:
-    with pytest.raises(ConfigError, match="lr = 0"):
-        Settings(lr=0)
-    with pytest.raises(ConfigError, match="eval_examples = -1"):
-        Settings(eval_examples=-1)
-
-
 @pytest.mark.parametrize("name", builtin_matrices())
 def test_builtin_matrices_validate(name: str) -> None:
-    assert load_matrix(name).cells
+    matrix = load_matrix(name)
+    assert matrix.cells and matrix.name == name and matrix.jobs >= 1
+    assert len({c.cell_id for c in matrix.cells}) == len(matrix.cells)
+
+
+def test_a_matrix_cannot_name_arbitrary_python(tmp_path: Path) -> None:
+    path = write(tmp_path, 'models = ["tiny-llama"]\ntasks = ["synthetic"]\n[[methods]]\nmethod = "os:system"\n')
+    with pytest.raises(ConfigError, match="unknown method 'os:system'"):
+        load_matrix(str(path))
+
+
+def test_select_takes_a_glob_over_cell_or_variant_names(tmp_path: Path) -> None:
+    m = load_matrix(str(write(tmp_path, GOOD)))
+    assert m.select(None) == m.cells
+    assert {c.method.name for c in m.select("full-bf16")} == {"full-bf16"}
+    assert {c.settings.batch_size for c in m.select("*/b4x*")} == {4}
+    assert m.select("nothing") == []
 
 
 def test_restrictions_pick_model_tasks_and_method_models(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """What the step benchmarks share: a cell is built once per test, outside the timing; the
-timed function is one step of the harness's own loop (`bench.train.train` on one batch), or one
-evaluation batch for a method that does not train.
+timed function is one step of the harness's own loop (`bench.loop.train` on one batch, with the
+instruments a cell trains with), or one evaluation batch for a method that does not train.
 
 Under the project's default options (`--benchmark-disable`) every benchmark runs its step once, so
 a broken benchmark fails `./run_all.sh test`; `./run_all.sh perf` times them. No timing is asserted.
@@ -16,13 +16,14 @@ import torch
 
 from bench import build
 from bench.errors import UnsupportedError
-from bench.evaluate import evaluate
+from bench.loop import Instruments, LoopState, NoWatch, train
+from bench.measure.accuracy import evaluate
+from bench.measure.breakdown import PeakWatch
+from bench.measure.memory import MemoryTracker
+from bench.measure.timing import StepTimer
 from bench.optim import build_optimizer
 from bench.registry import load_methods
-from bench.trackers.memory import MemoryTracker
-from bench.trackers.timing import StepTimer
-from bench.train import LoopState, train
-from tests.helpers import cell
+from tests.helpers import EXPECTED_UNSUPPORTED, cell
 
 METHODS = list(load_methods())
 
@@ -68,12 +69,15 @@ def _train_step(b: build.Built, stack: ExitStack) -> StepCase:
     s, device = b.plan.cell.settings, b.plan.ctx.device
     batch = next(b.batcher.train_batches(s.batch_size, 1, b.plan.cell.seed, device))
     opt, _ = build_optimizer(b.trainable, s, device)
-    memory = MemoryTracker(device)  # as in the worker, so a step here costs what a step there costs
+    # as in a cell (bench/scenarios/training.py), so a step here costs what a step there costs:
+    # the NVML sampler thread running, the allocator's peak read after every phase on CUDA
+    memory = MemoryTracker(device)
     stack.callback(memory.close)
     timer = StepTimer(device)
+    watch = PeakWatch(device) if memory.cuda else NoWatch()
 
     def step() -> None:
-        train(b.model, opt, [batch], s, b.trainable, memory, timer, LoopState())
+        train(b.model, opt, [batch], s, b.trainable, LoopState(), Instruments(timer, watch))
         _sync(device)
 
     return StepCase(b, step, "train_step", s.batch_size)
@@ -103,6 +107,8 @@ def make_case(stack: ExitStack, method: str, model: str, options: dict[str, Any]
     try:
         b = build.build(build.plan(c, device or build.pick_device()))
     except UnsupportedError as exc:
+        if (method, model) not in EXPECTED_UNSUPPORTED:  # the method matrix's table: anything else fails
+            raise
         pytest.skip(f"{method} on {model}: unsupported ({exc})")
     return _train_step(b, stack) if b.plan.method.trains else _eval_batch(b)
 

@@ -1,0 +1,95 @@
+"""Batches: examples turned into fixed-shape tensors for either head.
+
+Encoders classify with a sequence-classification head. Causal LMs read a prompt and are trained
+and scored on the label word that follows it (log-likelihood of each label's continuation).
+torch is imported inside the functions that build tensors.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+from bench.catalog.tasks import Example, Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.catalog.tokenizer import Tokenizer
+
+IGNORE = -100
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # token labels (causal) or [class] (encoder)
+
+
+@dataclass
+class Batcher:
+    """Turns examples into fixed-shape tensors (padded to seq_len) for one model kind."""
+
+    task: Task
+    tok: "Tokenizer"
+    kind: str  # "causal" | "encoder"
+    seq_len: int
+    demos: list[Example] = field(default_factory=list)
+
+    def _causal(self, ex: Example, label: int) -> Encoded:
+        before, after = self.task.prompt.split("{text}")
+        answer = self.tok.encode(" " + self.task.label_words[label], False)
+        slots = len(self.demos) + 1
+        head = self.tok.encode("", True)
+        pieces: list[int] = []
+        budget = max(1, (self.seq_len - len(head) - len(answer)) // slots)
+        for demo in self.demos:
+            pieces += self._prompt(demo.text, before, after, budget) + self.tok.encode(
+                " " + self.task.label_words[demo.label] + "\n\n", False)
+        pieces += self._prompt(ex.text, before, after, self.seq_len - len(head) - len(answer) - len(pieces))
+        ids = head + pieces
+        return Encoded(ids + answer, [IGNORE] * len(ids) + answer)
+
+    def _prompt(self, text: str, before: str, after: str, budget: int) -> list[int]:
+        pre, post = self.tok.encode(before, False), self.tok.encode(after, False)
+        room = max(1, budget - len(pre) - len(post))
+        return pre + self.tok.encode(text, False)[:room] + post
+
+    def _encoder(self, ex: Example) -> Encoded:
+        ids = self.tok.encode(ex.text, True)[: self.seq_len - 1]
+        return Encoded(self.tok.finish(ids), [ex.label])
+
+    def encode(self, ex: Example, label: int | None = None) -> Encoded:
+        if self.kind == "encoder":
+            return self._encoder(ex)
+        return self._causal(ex, ex.label if label is None else label)
+
+    def collate(self, rows: list[Encoded], device: "torch.device") -> dict[str, "torch.Tensor"]:
+        import torch
+
+        width = max(self.seq_len, max(len(r.input_ids) for r in rows))
+        ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
+            mask[i, : len(r.input_ids)] = 1
+        if self.kind == "encoder":
+            labels = torch.tensor([r.labels[0] for r in rows])
+        else:
+            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+            for i, r in enumerate(rows):
+                labels[i, : len(r.labels)] = torch.tensor(r.labels)
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def train_batches(self, batch_size: int, count: int, seed: int,
+                      device: "torch.device") -> Iterator[dict[str, "torch.Tensor"]]:
+        """`count` batches drawn from the train split in a seeded order, cycling if needed."""
+        order: list[Example] = []
+        rng = random.Random(seed)
+        while len(order) < batch_size * count:
+            epoch = list(self.task.train)
+            rng.shuffle(epoch)
+            order += epoch
+        for i in range(count):
+            rows = [self.encode(ex) for ex in order[i * batch_size:(i + 1) * batch_size]]
+            yield self.collate(rows, device)

@@ -1,0 +1,218 @@
+"""Memory: torch allocator peaks, NVML device/process peaks from a sampler thread, peak RSS.
+
+`MemoryTracker.reset()` starts a new interval; `read()` returns the peaks since the last reset
+as a flat dict of bytes (torchtune's pattern), so loading, training and evaluation are measured
+apart. NVML figures are relative to a baseline taken before the model loads.
+
+On the CPU a cell's memory is the process's peak resident set (Linux VmHWM) in the interval, above
+the resident set just before the model loads: `peak_rss_above_baseline_bytes`. The interpreter,
+torch and the other libraries imported before that point are not in it; the weights, gradients,
+optimizer state, activations and the allocator's retained pages are. The peak is reset at the start
+of each interval by writing 5 to /proc/self/clear_refs (Linux 4.0+); where that is refused, the
+figure covers the process's whole life and a note says so.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import UnsupportedError
+
+SAMPLE_INTERVAL_S = 0.01  # 100 Hz: the issue asks for >= 50 Hz
+CAP_ENV = "BENCH_MEMORY_CAP_BYTES"  # set by `bench capacity` for its probes
+OUTSIDE_CAP = ("the cap binds torch's caching allocator: the CUDA context and the managed memory of "
+               "paged optimizers are outside it")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_bytes() -> int:
+    """The process's resident set now (ru_maxrss, the lifetime peak, where /proc is missing)."""
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """The resident set's peak since the last `reset_peak_rss` (else since the process started)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS interval (the peak becomes the current RSS); False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class NvmlSampler:
+    """Background thread sampling device-used and this process's used GPU memory."""
+
+    def __init__(self, device: torch.device) -> None:
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self.handle = self._handle(device)
+        self.pid = os.getpid()
+        self.note: str | None = None
+        self.base_device, self.base_process = self._sample()
+        self.peak_device, self.peak_process = self.base_device, self.base_process
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def _handle(self, device: torch.device) -> Any:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+        if uuid:
+            try:
+                return self._nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+            except self._nvml.NVMLError:
+                pass
+        return self._nvml.nvmlDeviceGetHandleByIndex(index)
+
+    def _sample(self) -> tuple[int, int | None]:
+        used = int(self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        proc = None
+        try:
+            for p in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+                if p.pid == self.pid and p.usedGpuMemory is not None:
+                    proc = int(p.usedGpuMemory)
+        except self._nvml.NVMLError as exc:
+            self.note = f"NVML process query failed: {exc}"
+        return used, proc
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            self.sample()
+
+    def sample(self) -> None:
+        used, proc = self._sample()
+        with self._lock:
+            self.peak_device = max(self.peak_device, used)
+            if proc is not None:
+                self.peak_process = proc if self.peak_process is None else max(self.peak_process, proc)
+
+    def reset(self) -> None:
+        used, proc = self._sample()
+        with self._lock:
+            self.peak_device, self.peak_process = used, proc
+
+    def read(self) -> dict[str, int | None]:
+        self.sample()
+        with self._lock:
+            device = self.peak_device - self.base_device
+            process = None if self.peak_process is None else self.peak_process - (self.base_process or 0)
+        return {"nvml_device_peak_bytes": device, "nvml_process_peak_bytes": process}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+class MemoryTracker:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.nvml: NvmlSampler | None = None
+        self.notes: list[str] = []
+        self.rss_baseline_bytes = rss_bytes()  # before the model loads: the runtime and libraries only
+        if self.cuda:
+            try:
+                self.nvml = NvmlSampler(device)
+            except Exception as exc:  # noqa: BLE001 - NVML is optional: say so, measure the rest
+                self.notes.append(f"NVML unavailable: {exc}")
+
+    def allocated_bytes(self) -> int | None:
+        return torch.cuda.memory_allocated(self.device) if self.cuda else None
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            # Blocks cached from freed temporaries (a random-weight model written out before a
+            # quantized load, say) would otherwise count in this interval's peak reserved.
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.nvml:
+            self.nvml.reset()
+        if not reset_peak_rss():
+            note = "peak RSS could not be reset (/proc/self/clear_refs refused): RSS peaks cover the process's life"
+            if note not in self.notes:
+                self.notes.append(note)
+
+    def read(self) -> dict[str, int | None]:
+        """Peaks since the last reset: torch's and NVML's on CUDA, the resident set's everywhere."""
+        peak_rss = peak_rss_bytes()
+        out: dict[str, int | None] = {"peak_allocated_bytes": None, "peak_reserved_bytes": None,
+                                      "nvml_device_peak_bytes": None, "nvml_process_peak_bytes": None,
+                                      "peak_rss_bytes": peak_rss, "rss_baseline_bytes": self.rss_baseline_bytes,
+                                      "peak_rss_above_baseline_bytes": peak_rss - self.rss_baseline_bytes}
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
+        if self.nvml:
+            out.update(self.nvml.read())
+            if self.nvml.note and self.nvml.note not in self.notes:
+                self.notes.append(self.nvml.note)
+        return out
+
+    def close(self) -> None:
+        if self.nvml:
+            self.nvml.close()
+
+    def __enter__(self) -> "MemoryTracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def apply_cap(device: Any) -> dict[str, Any] | None:
+    """In the cell: cap torch's allocator at BENCH_MEMORY_CAP_BYTES (a capacity probe), if set. CUDA only."""
+    raw = os.environ.get(CAP_ENV)
+    if not raw:
+        return None
+    if device.type != "cuda":
+        raise UnsupportedError(f"{CAP_ENV} caps torch's CUDA allocator; this cell runs on the {device.type}")
+    cap = int(raw)
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = min(1.0, cap / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return {"cap_bytes": cap, "device_total_bytes": total, "fraction": fraction, "note": OUTSIDE_CAP}
+
+
+def warm_runtime(device: Any) -> None:
+    """Load what every cell's code may load, before the memory baselines are taken: the libraries
+    any method or task imports (peft adds ~190 MB of resident memory, datasets ~80 MB) and the
+    matmul kernels' first use. Otherwise a cell's training memory on the CPU would include the
+    imports it happens to trigger after the baseline: methods would differ by their imports."""
+    import importlib
+
+    for name in ("transformers", "peft", "bitsandbytes", "datasets"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a missing optional library is the method's business
+            pass
+    x = torch.ones(8, 8, device=device, requires_grad=True)
+    (x @ x).sum().backward()

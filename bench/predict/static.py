@@ -1,0 +1,74 @@
+"""The exact byte counts of a training step's static memory: parameters, gradients, optimizer state.
+
+Exact arithmetic on facts read off the (meta) model:
+- parameters: unquantized ones numel x dtype; 4-bit ones a payload of 4 bits per value plus, per
+  block of 64, a fp32 absmax (double quantization: a uint8 absmax, and per 256 blocks a fp32 one)
+  and the per-tensor tables bitsandbytes keeps (16-entry code, and with double quantization a
+  256-entry code and an offset); 8-bit ones 1 byte per value plus a fp32 scale per row.
+- gradients: trainable numel x their dtype (a gradient has its parameter's dtype).
+- optimizer: torch AdamW two moments in the parameter's dtype plus a fp32 step tensor per
+  parameter tensor; bitsandbytes 32-bit state in fp32, 8-bit state one byte per moment plus a fp32
+  absmax per 256 values (tensors under 4,096 values keep fp32 state) and two shared 256-entry maps;
+  paged state of tensors of 1e5+ values lives in CUDA managed memory, outside torch's counters.
+  In this harness bf16-mixed keeps fp32 weights and autocasts: no separate master copy exists.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.build import QuantizedWeight
+
+PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only state tensors this large
+BNB_8BIT_MIN_NUMEL = 4096  # smaller tensors keep 32-bit state in the 8-bit optimizers
+
+
+def quantized_bytes(numel: int, rows: int, kind: str, blocksize: int = 64, double_quant: bool = False) -> int:
+    """Payload plus constants of one quantized weight (bitsandbytes 0.50 layout)."""
+    if kind == "int8":
+        return numel + 4 * rows
+    blocks = math.ceil(numel / blocksize)
+    total = (numel + 1) // 2 + 16 * 4  # packed 4-bit values, the 16-entry fp32 code table
+    if double_quant:  # uint8 absmax, fp32 offset, second level: fp32 absmax per 256 blocks + 256-entry code
+        return total + blocks + 4 + 4 * math.ceil(blocks / 256) + 256 * 4
+    return total + 4 * blocks
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def stored_parameter_bytes(model: torch.nn.Module, quantized: dict[int, QuantizedWeight]) -> int:
+    """Bytes the model's parameters take as stored: quantized weights in their packed layout."""
+    total = 0
+    for p in model.parameters():  # shared (tied) parameters come once
+        storage = quantized.get(id(p))
+        if storage is None:
+            total += tensor_bytes(p)
+        else:
+            total += quantized_bytes(p.numel(), p.shape[0], storage.kind, storage.blocksize, storage.double_quant)
+    return total
+
+
+def optimizer_bytes(trainable: Iterable[torch.Tensor], optimizer: str, device_type: str) -> tuple[int, int]:
+    """(bytes in device memory, bytes in CUDA managed memory) of the optimizer state."""
+    device = managed = 0
+    shared_maps = False
+    for p in trainable:
+        numel = p.numel()
+        if optimizer == "adamw":
+            device += 2 * tensor_bytes(p) + 4
+            continue
+        eight_bit = optimizer.endswith("8bit") and numel >= BNB_8BIT_MIN_NUMEL
+        moments = 2 * numel * (1 if eight_bit else 4)
+        if eight_bit:
+            device += 2 * 4 * math.ceil(numel / 256)
+            shared_maps = True
+        if optimizer.startswith("paged") and device_type == "cuda" and numel >= PAGED_MIN_NUMEL:
+            managed += moments
+        else:
+            device += moments
+    return device + (2 * 256 * 4 if shared_maps else 0), managed

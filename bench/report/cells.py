@@ -1,0 +1,150 @@
+"""One result record as one flat row of display values: the only place records become display units.
+
+Memory in GiB (2^30 bytes), checkpoints in MiB (2^20), step times in ms, accuracy in percent, so
+every table and chart shows the same number. Absent fields become NaN or "", never an error.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from bench.results.record import Record
+from bench.results.values import GIB, MIB, num, samples
+
+CPU_PEAK = "peak RSS above the pre-load baseline"
+UNITS_NOTE = ("Memory in GiB (1 GiB = 2^30 bytes), checkpoints in MiB (2^20 bytes), step times in ms, "
+              "accuracy in percent; CI = 95% confidence interval of the mean over seeds (t distribution).")
+
+
+def _gib(value: Any) -> float:
+    return num(value) / GIB
+
+
+def name_of(value: Any) -> str:
+    """The name of a model or task, whether the record holds it as a name or as a spec."""
+    if isinstance(value, dict):
+        return str(value.get("name", ""))
+    return "" if value is None else str(value)
+
+
+def variant_of(rec: Record) -> str:
+    return str(rec.variant or rec.method or "")
+
+
+def managed_bytes(rec: Record) -> float:
+    """Optimizer state in CUDA managed memory (paged optimizers), which torch's counters miss."""
+    value = num(rec.optimizer.state_bytes_managed)
+    return 0.0 if math.isnan(value) else value
+
+
+def peak_bytes(rec: Record) -> tuple[float, str]:
+    """The headline peak and where it comes from: torch peak allocated plus any managed optimizer
+    state on CUDA (so a paged optimizer never shows a saving only torch sees); on the CPU the peak
+    resident set of the training steps above the resident set just before the model loaded."""
+    if rec.cuda:
+        value = num(rec.memory.peak_allocated_bytes)
+        managed = managed_bytes(rec)
+        if managed and not math.isnan(value):
+            return value + managed, "torch peak allocated + managed optimizer state"
+        return value, "torch peak allocated"
+    return num(rec.memory.peak_rss_above_baseline_bytes), CPU_PEAK
+
+
+def step_stats(rec: Record) -> tuple[float, float, float]:
+    """(median ms, IQR ms, coefficient of variation %) of the timed steps."""
+    steps = samples(rec.time.step_s)
+    median, iqr = num(rec.time.step_s_median), num(rec.time.step_s_iqr)
+    if math.isnan(median) and steps:
+        median = statistics.median(steps)
+    if math.isnan(iqr) and len(steps) >= 2:
+        q = statistics.quantiles(steps, n=4, method="inclusive")
+        iqr = q[2] - q[0]
+    cv = math.nan
+    if len(steps) >= 2 and statistics.fmean(steps) > 0:
+        cv = 100 * statistics.stdev(steps) / statistics.fmean(steps)
+    return median * 1e3, iqr * 1e3, cv
+
+
+def _identity(rec: Record) -> dict[str, Any]:
+    settings = rec.settings or {}
+    return {
+        "name": str(rec.name or rec.cell_id), "cell_id": rec.cell_id, "matrix": name_of(rec.matrix),
+        "model": name_of(rec.model), "variant": variant_of(rec), "method": str(rec.method or ""),
+        "task": name_of(rec.task), "seed": num(rec.seed),
+        "batch_size": num(settings.get("batch_size")), "seq_len": num(settings.get("seq_len")),
+        "steps": num(settings.get("steps")), "precision": settings.get("precision") or "",
+        "optimizer": settings.get("optimizer") or "",
+        "gradient_checkpointing": settings.get("gradient_checkpointing"),
+        "device": rec.device.name or rec.device.kind or "",
+        "status": str(rec.status), "failed_phase": str(rec.failed_phase or ""),
+        "failed_step": num(rec.failed_step), "error": rec.error or "", "traceback": str(rec.traceback or ""),
+    }
+
+
+def _memory(rec: Record) -> dict[str, Any]:
+    trainable, total = num(rec.params.trainable), num(rec.params.total)
+    peak, source = peak_bytes(rec)
+    m, opt = rec.memory, rec.optimizer
+    return {
+        "trainable_params": trainable, "total_params": total,
+        "trainable_%": 100 * trainable / total if total else math.nan,
+        "peak_mem_GiB": peak / GIB, "peak_mem_source": source if not math.isnan(peak) else "",
+        "peak_alloc_GiB": _gib(m.peak_allocated_bytes), "peak_reserved_GiB": _gib(m.peak_reserved_bytes),
+        "nvml_device_peak_GiB": _gib(m.nvml_device_peak_bytes),
+        "nvml_process_peak_GiB": _gib(m.nvml_process_peak_bytes), "peak_rss_GiB": _gib(m.peak_rss_bytes),
+        "rss_baseline_GiB": _gib(m.rss_baseline_bytes), "weights_GiB": _gib(m.weights_bytes),
+        "eval_peak_alloc_GiB": _gib(m.eval_peak_allocated_bytes),
+        "optimizer_state_GiB": _gib(opt.state_bytes_device), "optimizer_managed_GiB": _gib(opt.state_bytes_managed),
+    }
+
+
+def _speed_and_quality(rec: Record) -> dict[str, Any]:
+    median_ms, iqr_ms, cv = step_stats(rec)
+    t, q, quant, opt, fl = rec.time, rec.quality, rec.quant, rec.optimizer, rec.flops
+    return {
+        "step_ms_median": median_ms, "step_ms_iqr": iqr_ms, "step_cv_%": cv,
+        "tokens_per_s": num(t.tokens_per_s), "tokens_per_s_overall": num(t.tokens_per_s_overall),
+        "train_s": num(t.train_s), "eval_s": num(t.eval_s), "eval_examples_per_s": num(t.eval_examples_per_s),
+        "accuracy_%": 100 * num(q.accuracy), "accuracy_before_%": 100 * num(q.accuracy_before),
+        "eval_loss": num(q.eval_loss), "train_loss_first": num(q.train_loss_first),
+        "train_loss_last": num(q.train_loss_last), "eval_examples": num(q.eval_examples),
+        "accuracy_note": q.accuracy_note or "",
+        "bits_per_param": num(quant.bits_per_param), "quant_type": quant.quant_type or "",
+        "double_quant": quant.double_quant, "optimizer_paged_active": opt.paged_active,
+        "paged_note": opt.paged_note or "", "flops_per_step": num(fl.flops_per_step),
+        "achieved_TFLOPS": num(fl.achieved_tflops), "peak_TFLOPS": num(fl.peak_tflops),
+        "mfu_%": 100 * num(fl.mfu), "mfu_note": fl.mfu_note or "",
+    }
+
+
+def _memory_detail(rec: Record) -> dict[str, float]:
+    """The split of the weights, the measured breakdown at the peak and the prediction, in GiB."""
+    w, b, p = rec.memory.weights, rec.memory.breakdown, rec.memory.predicted
+    return {
+        "weights_quantized_payload_GiB": _gib(w.quantized_payload_bytes),
+        "weights_quant_constants_GiB": _gib(w.quant_constants_bytes),
+        "weights_unquantized_GiB": _gib(w.unquantized_bytes),
+        "breakdown_parameters_GiB": _gib(b.parameters_bytes), "breakdown_gradients_GiB": _gib(b.gradients_bytes),
+        "breakdown_optimizer_GiB": _gib(b.optimizer_bytes), "breakdown_activations_GiB": _gib(b.activations_bytes),
+        "breakdown_other_GiB": _gib(b.other_bytes),
+        "predicted_parameters_GiB": _gib(p.parameters_bytes), "predicted_gradients_GiB": _gib(p.gradients_bytes),
+        "predicted_optimizer_GiB": _gib(p.optimizer_bytes), "predicted_activations_GiB": _gib(p.activations_bytes),
+        "predicted_peak_GiB": _gib(p.peak_bytes),
+    }
+
+
+def cell_row(rec: Record) -> dict[str, Any]:
+    """One flat row of display values for a record; absent fields become NaN or ""."""
+    row = _identity(rec) | _memory(rec) | _speed_and_quality(rec) | _memory_detail(rec)
+    measured = row["peak_mem_GiB"]
+    row["predicted_vs_measured_%"] = (100 * (row["predicted_peak_GiB"] / measured - 1) if measured > 0
+                                      else math.nan)
+    row.update({
+        "checkpoint_MiB": num(rec.checkpoint_bytes) / MIB, "duration_s": num(rec.duration_s),
+        "started_at": rec.started_at or "", "finished_at": rec.finished_at or "",
+    })
+    return row
+
+
+COLUMNS = list(cell_row(Record(cell_id="", status="")))  # the same columns even with no records

@@ -1,0 +1,115 @@
+"""What the report says, once, for every renderer: its title and sections (versions, how each
+column is computed, summary, cells, failed cells and their tracebacks, cells without accuracy,
+charts, environment), as blocks (bench/report/document.py) that report.md and report.html walk."""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from bench.report.cells import UNITS_NOTE
+from bench.report.charts import Skipped
+from bench.report.data import RunData
+from bench.report.document import Block, Bullets, Code, Document, Figure, Pairs, Section, Terms, Text
+from bench.report.tables import cells_table, failed_table, summary_table, tracebacks
+from bench.results.record import Record
+
+# How each headline column is computed: the report's header says it, once, for every renderer.
+DEFINITIONS = (
+    ("Peak memory", "the training steps' peak (warm-up included, evaluation and loading excluded). CUDA: torch's "
+                    "peak allocated bytes, plus a paged optimizer's state in CUDA managed memory, which torch does "
+                    "not see. CPU: the peak resident set (Linux VmHWM, reset before the first step) above the "
+                    "resident set just before the model loaded, so the interpreter and libraries are not in it. "
+                    "Tables, charts, the breakdown and predicted-vs-measured all use this one figure."),
+    ("Step time", "median of the timed steps (warm-up excluded); IQR and CV over the same steps."),
+    ("Throughput", "mean real (non-padding) tokens per timed step divided by the median step time: the same "
+                   "statistic as the step time, so the two rank methods alike (results.csv also has "
+                   "tokens_per_s_overall, all timed tokens over the summed step times)."),
+    ("Accuracy", "on the first eval_examples sentences of the task's fixed test split, after training."),
+    ("Predicted", "the memory model's peak for the same cell (bench predict); 'vs measured' is predicted / "
+                  "measured - 1."),
+)
+VERSION_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes")
+TORN = "The last line of results.jsonl is torn (a writer was stopped mid-line) and was skipped."
+
+
+def title(data: RunData) -> str:
+    matrices = sorted({m for m in data.cells["matrix"] if m})
+    return f"Benchmark report: {', '.join(matrices) or data.run_dir.name}"
+
+
+def versions_line(env: dict[str, Any], records: Sequence[Record]) -> str:
+    """The versions that decide the numbers, and the device, in one line for the report's header."""
+    packages = env.get("packages") or {}
+    parts = [f"{name} {packages.get(name) or 'not installed'}" for name in VERSION_PACKAGES]
+    if env.get("cuda_available"):
+        parts += [f"CUDA {env.get('cuda') or '?'}", f"driver {env.get('driver') or '?'}"]
+    devices = sorted({str(r.device.name) for r in records if r.device.name})
+    if not devices:
+        gpus = [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)]
+        devices = gpus or ([env["cpu"]] if env.get("cpu") else [])
+    parts.append("device: " + (", ".join(devices) or "not recorded"))
+    if env.get("python"):
+        parts.append(f"Python {env['python']}")
+    return " · ".join(parts)
+
+
+def flatten(env: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested env.json as (dotted key, value) pairs."""
+    if isinstance(env, dict):
+        out: list[tuple[str, str]] = []
+        for k, v in env.items():
+            out += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    text = env if isinstance(env, str) else json.dumps(env, default=str)
+    return [(prefix, text)]
+
+
+def _counts(data: RunData) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in data.cells["status"].value_counts().items()) or "no cells"
+    return f"{len(data.cells)} cells: {counts}."
+
+
+def _failures(data: RunData) -> list[Section]:
+    out = [Section("Failed cells", [failed_table(data)] if len(data.failed) else [],
+                   empty="None: every cell finished.")]
+    traces = tracebacks(data)
+    if traces:  # the last frames; the cell's log (RUN_DIR/logs/CELL_ID.log) holds the whole traceback
+        out.append(Section("Tracebacks of failed cells (last frames; the whole one is in the cell's log)",
+                           [Code(name, tb) for name, tb in traces]))
+    c = data.cells
+    notes = c[(c["accuracy_note"] != "") & c["accuracy_%"].isna()]
+    if len(notes):
+        out.append(Section("Cells without accuracy",
+                           [Bullets([f"{n}: {why}" for n, why in zip(notes["name"], notes["accuracy_note"])])]))
+    return out
+
+
+def chart_blocks(charts: Sequence[Figure | Skipped]) -> list[Block]:
+    """Drawn charts as figures; skipped ones as notes saying why, consecutive ones in one list."""
+    out: list[Block] = []
+    for chart in charts:
+        if isinstance(chart, Figure):
+            out.append(chart)
+            continue
+        line = f"Chart '{chart.stem}' skipped: {chart.reason}."
+        if out and isinstance(out[-1], Bullets):
+            out[-1].lines = [*out[-1].lines, line]
+        else:
+            out.append(Bullets([line], note=True))
+    return out
+
+
+def describe(data: RunData, charts: Sequence[Figure | Skipped]) -> Document:
+    """The whole report, for every renderer."""
+    sections = [Section(None, [Text(versions_line(data.env, data.records)), Text(_counts(data))]),
+                Section("How each column is computed", [Terms([*DEFINITIONS, ("Units", UNITS_NOTE)])])]
+    if data.skipped_torn:
+        sections.append(Section(None, [Text(TORN, note=True)]))
+    if len(data.groups):
+        sections += [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data)]),
+                     Section("Cells", [cells_table(data)])]
+    sections += _failures(data)
+    sections.append(Section("Charts", chart_blocks(charts), empty="No charts were asked for."))
+    env = flatten(data.env)
+    sections.append(Section("Environment", [Pairs(env)] if env else [], empty="No env.json in the run folder."))
+    return Document(title(data), sections)

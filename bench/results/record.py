@@ -1,0 +1,262 @@
+"""The result record of one cell, typed: every field the harness writes is declared here, once.
+
+Writers (the worker, the runner, the launchers, the fixtures) fill a `Record`; readers (the
+report, compare, capacity, selfcheck) get one from `Record.from_json`. Raw values with the unit in
+the field name (bytes, seconds, fractions); display units belong to the report.
+
+Reading is tolerant, so old, partial and newer records all load: a missing field is None (a block
+is empty), and a field this version does not declare is kept in the block's `extra` and written
+back as it came. A method's own notes (`CellContext.notes`, say `bottleneck_size`) are such
+fields, at the top level of the record. An empty block is written as null. Torch-free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.results.block import Block
+from bench.results.block import block as _block
+
+@dataclass
+class Device(Block):
+    kind: str | None = None  # "cuda" | "cpu"
+    name: str | None = None
+
+
+@dataclass
+class Params(Block):
+    trainable: int | None = None
+    total: int | None = None
+
+
+@dataclass
+class TaskData(Block):
+    """Where the task's data came from, and a hash of its splits (bench/catalog/tasks.py)."""
+
+    source: str | None = None
+    split_sha256: str | None = None
+    sizes: dict[str, int] | None = None
+    files_sha256: dict[str, str] | None = None
+    files_match_published: bool | None = None
+
+
+@dataclass
+class Weights(Block):
+    """The weights' bytes from the tensors (bench/measure/weights.py)."""
+
+    quantized_payload_bytes: int | None = None
+    quant_constants_bytes: int | None = None
+    unquantized_bytes: int | None = None
+    quantized_params: int | None = None
+
+
+@dataclass
+class Breakdown(Block):
+    """Memory at the training peak by part; the parts sum to `measured_bytes` (bench/measure/breakdown.py)."""
+
+    parameters_bytes: int | None = None
+    gradients_bytes: int | None = None
+    optimizer_bytes: int | None = None
+    activations_bytes: int | None = None
+    other_bytes: int | None = None
+    optimizer_managed_bytes: int | None = None
+    peak_allocated_bytes: int | None = None
+    measured_bytes: int | None = None
+    measured: str | None = None  # what measured_bytes is
+    peak_step: int | None = None
+    peak_phase: str | None = None
+    forward_retained_bytes: int | None = None
+    parameters_split: dict[str, int] | None = None
+    note: str | None = None
+
+
+@dataclass
+class Predicted(Block):
+    """The memory model's prediction for the cell (bench/predict)."""
+
+    parameters_bytes: int | None = None
+    gradients_bytes: int | None = None
+    optimizer_bytes: int | None = None
+    optimizer_managed_bytes: int | None = None
+    activations_bytes: int | None = None
+    other_bytes: int | None = None
+    peak_bytes: int | None = None
+    peak_phase: str | None = None
+    trainable_params: int | None = None
+    positions: int | None = None
+    padded: bool | None = None
+    formula: str | None = None
+    notes: list[str] | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass
+class Memory(Block):
+    """Training memory (the training steps only), and evaluation's apart (bench/measure/memory.py)."""
+
+    weights_bytes: int | None = None  # torch allocated after load and adaptation (CUDA)
+    weights: Weights = _block(Weights)
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    nvml_device_peak_bytes: int | None = None
+    nvml_process_peak_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    rss_baseline_bytes: int | None = None
+    peak_rss_above_baseline_bytes: int | None = None
+    eval_peak_allocated_bytes: int | None = None
+    eval_peak_rss_above_baseline_bytes: int | None = None
+    breakdown: Breakdown = _block(Breakdown)
+    predicted: Predicted = _block(Predicted)
+    notes: list[str] | None = None
+
+
+@dataclass
+class Time(Block):
+    """Step times of the timed steps (warm-up excluded) and what derives from them (bench/measure/timing.py)."""
+
+    step_s: list[float] | None = None
+    step_s_median: float | None = None
+    step_s_iqr: float | None = None
+    step_s_q1: float | None = None
+    step_s_q3: float | None = None
+    tokens_per_step: float | None = None
+    tokens_per_s: float | None = None  # mean real tokens per timed step / median step time
+    tokens_per_s_overall: float | None = None  # all timed tokens / summed step times
+    train_s: float | None = None
+    eval_s: float | None = None
+    eval_examples_per_s: float | None = None
+
+
+@dataclass
+class Quality(Block):
+    accuracy: float | None = None
+    accuracy_before: float | None = None
+    eval_loss: float | None = None
+    train_loss_first: float | None = None
+    train_loss_last: float | None = None
+    train_loss: list[float] | None = None
+    eval_examples: int | None = None
+    accuracy_note: str | None = None
+    general_loss_before: float | None = None
+    general_loss_after: float | None = None
+    forgetting: float | None = None
+    general_tokens: int | None = None
+    general_text: str | None = None
+    forgetting_note: str | None = None
+
+
+@dataclass
+class Optimizer(Block):
+    name: str | None = None
+    paged_active: bool | None = None
+    paged_note: str | None = None
+    state_bytes_device: int | None = None
+    state_bytes_managed: int | None = None  # paged state in CUDA managed memory: torch does not see it
+
+
+@dataclass
+class Flops(Block):
+    flops_per_step: int | None = None
+    achieved_tflops: float | None = None
+    mfu: float | None = None
+    peak_tflops: float | None = None
+    mfu_note: str | None = None
+
+
+@dataclass
+class Quant(Block):
+    """How the base is quantized, where it is (the method's notes, bits measured by the harness)."""
+
+    quant_type: str | None = None
+    double_quant: bool | None = None
+    blocksize: int | None = None
+    threshold: float | None = None
+    compute_dtype: str | None = None
+    prepare_for_kbit: bool | None = None
+    skip_modules: list[str] | None = None
+    cpu_inference_repacking: str | None = None
+    bits_per_param: float | None = None
+
+
+@dataclass
+class MemoryCap(Block):
+    """The allocator cap of a capacity probe (bench/tools/capacity.py)."""
+
+    cap_bytes: int | None = None
+    device_total_bytes: int | None = None
+    fraction: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class Slot(Block):
+    index: int | None = None
+    of: int | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class Executor(Block):
+    name: str | None = None
+    job_id: str | None = None
+    folder: str | None = None
+
+
+@dataclass
+class Record(Block):
+    """One cell's result. `status`: ok | oom | error | timeout | unsupported."""
+
+    cell_id: str | None = None
+    name: str | None = None
+    matrix: str | None = None
+    variant: str | None = None
+    method: str | None = None
+    method_config: dict[str, Any] | None = None
+    model: str | None = None
+    model_spec: dict[str, Any] | None = None
+    task: str | None = None
+    task_options: dict[str, Any] | None = None
+    task_data: TaskData = _block(TaskData)
+    seed: int | None = None
+    settings: dict[str, Any] | None = None
+    status: str | None = None
+    error: str | None = None
+    failed_phase: str | None = None  # plan | load | adapt | evaluation before | training | count | evaluation | save
+    failed_step: int | None = None  # 0-based, warm-up included
+    traceback: str | None = None  # the last frames; the cell's log holds the whole traceback
+    device: Device = _block(Device)
+    params: Params = _block(Params)
+    memory: Memory = _block(Memory)
+    time: Time = _block(Time)
+    quality: Quality = _block(Quality)
+    optimizer: Optimizer = _block(Optimizer)
+    flops: Flops = _block(Flops)
+    quant: Quant = _block(Quant)
+    memory_cap: MemoryCap = _block(MemoryCap)
+    checkpoint_bytes: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    slot: Slot = _block(Slot)
+    worker_pid: int | None = None
+    executor: Executor = _block(Executor)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def cuda(self) -> bool:
+        """Measured on a CUDA device (older records without a device block: where torch's peak exists)."""
+        if self.device.kind is not None:
+            return self.device.kind == "cuda"
+        return self.memory.peak_allocated_bytes is not None
+
+    def add_notes(self, notes: dict[str, Any]) -> None:
+        """A method's notes: `quant` fills the quantization block, anything else is the method's own
+        field at the top level of the record."""
+        for key, value in notes.items():
+            if key == "quant" and isinstance(value, dict):
+                self.quant.set(**value)
+            else:
+                self.extra[key] = value

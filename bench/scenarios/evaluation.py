@@ -1,0 +1,50 @@
+"""The scenario of a method that trains nothing (in-context learning): evaluation only, whose peak
+is then the cell's only peak; and the evaluation after training that the training scenario shares.
+"""
+from __future__ import annotations
+
+from bench.catalog.tasks import Example
+from bench.measure import flops
+from bench.measure.accuracy import evaluate
+from bench.measure.timing import summarize
+from bench.scenarios.forgetting import Forgetting
+from bench.scenarios.session import Session
+
+
+def no_quality(s: Session) -> None:
+    """The quality and time blocks before anything is measured: every cell's record has them."""
+    s.rec.quality.set(train_loss=[], eval_examples=0, accuracy_note=s.accuracy_note())
+    s.rec.time.set(**summarize([], 0))
+
+
+def run(s: Session) -> None:
+    """Evaluate the adapted model once; its peak memory is the cell's peak."""
+    rec, settings = s.rec, s.settings
+    no_quality(s)
+    Forgetting(rec.quality, s.plan.ctx.model.kind, False, s.plan.ctx.model.random_weights, settings)
+    rec.flops.set(**flops.flops_record(None, None, rec.device.name, rec.device.kind == "cuda", settings.precision,
+                                       settings.gradient_checkpointing,
+                                       "the method trains nothing: no training step to count"))
+    s.at("evaluation")
+    # a method that does not train is all evaluation: it runs for time and memory even where its
+    # accuracy would mean nothing (random weights), and then reports no accuracy
+    peaks = evaluate_after(s, s.plan.task.test_subset(settings.eval_examples), even_if_meaningless=True)
+    rec.memory.set(**(peaks or s.memory.read()))  # the inference peak is this method's only peak
+
+
+def evaluate_after(s: Session, examples: list[Example], even_if_meaningless: bool = False) -> dict[str, int | None] | None:
+    """Accuracy on `examples` with its own memory interval; returns that interval's peaks (None when
+    evaluation is off, or its accuracy would mean nothing and `even_if_meaningless` is not set)."""
+    rec, settings = s.rec, s.settings
+    if settings.eval_examples == 0 or (s.meaningless_accuracy and not even_if_meaningless):
+        return None
+    s.memory.reset()
+    result = evaluate(s.model, s.built.batcher, examples, settings.eval_batch_size, s.device, s.autocast)
+    rec.quality.eval_examples = result["eval_examples"]
+    if not s.meaningless_accuracy:
+        rec.quality.set(accuracy=result["accuracy"], eval_loss=result["eval_loss"])
+    rec.time.set(eval_s=result["eval_s"], eval_examples_per_s=result["eval_examples_per_s"])
+    peaks = s.memory.read()
+    rec.memory.set(eval_peak_allocated_bytes=peaks["peak_allocated_bytes"],
+                   eval_peak_rss_above_baseline_bytes=peaks["peak_rss_above_baseline_bytes"])
+    return peaks

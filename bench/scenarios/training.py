@@ -1,0 +1,104 @@
+"""The scenario of a method that trains: accuracy (and general-text loss) before, the timed training
+steps through the one loop, the memory peak and its breakdown, FLOPs of one extra step, then
+accuracy (and general-text loss) after. It fills the record's typed blocks as it goes, so a cell
+that fails keeps what was measured before the failure.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any, Iterator
+
+import torch
+
+from bench import optim
+from bench.loop import Instruments, LoopState, NoProgress, NoWatch, Progress, train
+from bench.measure import flops
+from bench.measure.accuracy import evaluate
+from bench.measure.breakdown import PeakWatch, breakdown, gradient_bytes
+from bench.measure.timing import StepTimer, summarize
+from bench.scenarios.evaluation import evaluate_after, no_quality
+from bench.scenarios.forgetting import Forgetting
+from bench.scenarios.session import Session
+
+
+def run(s: Session, loop: LoopState) -> None:
+    """Train the session's model; `loop` is the caller's, so a failure can name the step."""
+    rec, settings, built, device = s.rec, s.settings, s.built, s.device
+    no_quality(s)
+    eval_set = s.plan.task.test_subset(settings.eval_examples)
+    s.at("evaluation before")
+    if settings.eval_examples != 0 and not s.meaningless_accuracy:
+        rec.quality.accuracy_before = evaluate(s.model, built.batcher, eval_set, settings.eval_batch_size, device,
+                                               s.autocast)["accuracy"]
+    forgetting = Forgetting(rec.quality, s.plan.ctx.model.kind, True, s.plan.ctx.model.random_weights, settings)
+    forgetting.measure("before", s.model, built.batcher.tok, settings, device, s.autocast)
+    s.at("training")
+    batches = _train(s, loop)
+    # after the peak and the timings are read: an extra forward/backward, no optimizer step
+    s.at("count")
+    rec.flops.set(**_count(s, batches[settings.warmup_steps]))
+    del batches
+    s.at("evaluation")
+    forgetting.measure("after", s.model, built.batcher.tok, settings, device, s.autocast)
+    evaluate_after(s, eval_set)
+
+
+def _train(s: Session, loop: LoopState) -> list[dict[str, torch.Tensor]]:
+    """The timed steps; returns the batches (the FLOP count reuses the first timed one)."""
+    rec, settings, built, device = s.rec, s.settings, s.built, s.device
+    opt, opt_info = optim.build_optimizer(built.trainable, settings, device)
+    rec.optimizer.set(**opt_info)
+    total_steps = settings.warmup_steps + settings.steps
+    batches = list(built.batcher.train_batches(settings.batch_size, total_steps, s.cell.seed, device))
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches[settings.warmup_steps:])
+    s.padded = tokens < settings.steps * settings.batch_size * settings.seq_len
+    timer = StepTimer(device)
+    with _step_bar(total_steps, s.cell.name) as bar:
+        s.memory.reset()  # the optimizer state's first allocation belongs to training's peak
+        watch = PeakWatch(device) if s.memory.cuda else NoWatch()
+        t0 = _clock(device)
+        train(s.model, opt, batches, settings, built.trainable, loop, Instruments(timer, watch, bar), s.autocast)
+        train_s = _clock(device) - t0
+    rec.memory.set(**s.memory.read())
+    rec.time.set(**summarize(timer.step_s(), tokens), train_s=train_s)
+    losses = [float(x) for x in loop.losses.cpu()]
+    rec.quality.set(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
+    state = optim.state_bytes(opt)
+    rec.optimizer.set(**state, paged_active=device.type == "cuda" and state["state_bytes_managed"] > 0)
+    cpu_measured = None if s.memory.cuda else rec.memory.peak_rss_above_baseline_bytes
+    rec.memory.breakdown.set(**breakdown(s.parameter_split, gradient_bytes(built.trainable), state,
+                                         watch if isinstance(watch, PeakWatch) else None, cpu_measured))
+    return batches
+
+
+def _count(s: Session, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The `flops` block, counted on one extra forward and backward (see bench/measure/flops.py)."""
+    count, note = None, None
+    try:
+        count = flops.count_step_flops(s.model, batch, s.autocast, s.built.trainable)
+    except Exception as exc:  # noqa: BLE001 - out of memory or an op the counter cannot take: a note
+        note = f"FLOPs not counted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    return flops.flops_record(count, s.rec.time.step_s_median, s.rec.device.name, s.rec.device.kind == "cuda",
+                              s.settings.precision, s.settings.gradient_checkpointing, note)
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@contextlib.contextmanager
+def _step_bar(total: int, name: str) -> Iterator[Progress]:
+    """A step bar on the user's terminal (the runner passes its tty path), else none."""
+    tty = os.environ.get("BENCH_TTY")
+    if not tty:
+        yield NoProgress()
+        return
+    from tqdm import tqdm
+
+    with open(tty, "w") as out, tqdm(total=total, desc=f"  {name}", unit="step", leave=False, position=1,
+                                     file=out, dynamic_ncols=True) as bar:
+        yield bar

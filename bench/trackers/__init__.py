@@ -1,1 +1,0 @@
-"""Measurement: memory (torch allocator, NVML, RSS) and step time. Methods never measure."""

@@ -1,0 +1,68 @@
+"""GPU checks (marked `gpu`: skipped without CUDA). Each runs a whole cell in its own process,
+as the runner does, and checks what only a GPU can show."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.config import load_matrix
+from bench.exec import runner
+from bench.results import store
+from bench.results.record import Record
+
+pytestmark = pytest.mark.gpu
+
+MATRIX = """
+name = "gpu-test"
+models = ["tiny-llama"]
+tasks = ["synthetic"]
+[defaults]
+batch_size = 8
+seq_len = 128
+steps = 5
+warmup_steps = 2
+precision = "bf16"
+eval_examples = 16
+timeout_s = 300
+"""
+
+
+def run(tmp_path: Path, methods: str, env: dict[str, str] | None = None) -> list[Record]:
+    path = tmp_path / "m.toml"
+    path.write_text(MATRIX + methods)
+    matrix = load_matrix(str(path))
+    runner.run_matrix(matrix, matrix.cells, tmp_path / "run", False, {"command": "t", "started_at": "n"},
+                      slots=[env or {}], allow_busy_gpu=True)
+    return store.read_records(tmp_path / "run")
+
+
+def test_cuda_cell_records_allocator_nvml_and_event_times(tmp_path: Path) -> None:
+    (rec,) = run(tmp_path, '[[methods]]\nmethod = "lora"\n')
+    assert rec.status == "ok", rec.error
+    mem, t = rec.memory, rec.time
+    assert rec.device.kind == "cuda" and rec.cuda
+    assert mem.peak_allocated_bytes >= mem.weights_bytes > 0
+    assert mem.peak_reserved_bytes >= mem.peak_allocated_bytes
+    assert mem.nvml_device_peak_bytes is not None and mem.nvml_device_peak_bytes > 0
+    assert len(t.step_s) == 5 and all(s > 0 for s in t.step_s)
+    assert t.tokens_per_s > 0
+
+
+def test_paged_optimizer_state_is_managed_and_seen_by_nvml(tmp_path: Path) -> None:
+    (rec,) = run(tmp_path, '[[methods]]\nmethod = "full"\nsettings = { optimizer = "paged_adamw" }\n')
+    assert rec.status == "ok", rec.error
+    opt = rec.optimizer
+    assert opt.paged_active is True and opt.state_bytes_managed > 0
+    assert opt.state_bytes_device < opt.state_bytes_managed
+
+
+def test_out_of_memory_is_recorded_and_the_next_cell_runs(tmp_path: Path) -> None:
+    # Under a 2 GiB cap: the fp32 logits of 512 x 2048 tokens x 320 are 1.3 GiB, and the loss needs
+    # several such tensors.
+    methods = ('[[methods]]\nname = "huge"\nmethod = "full"\nsettings = { batch_size = 512, seq_len = 2048 }\n'
+               '[[methods]]\nname = "small"\nmethod = "full"\n')
+    recs = run(tmp_path, methods, {"BENCH_MEMORY_CAP_BYTES": str(2 * 2**30)})
+    assert [r.status for r in recs] == ["oom", "ok"], [r.error for r in recs]
+    assert recs[0].failed_step == 0 and "out of memory" in recs[0].error
+    assert recs[0].memory_cap.cap_bytes == 2 * 2**30  # the probe's cap is in the record

@@ -1,0 +1,114 @@
+"""The runner: one process per cell, failures recorded, the matrix goes on, resume. Faults come in
+through the launcher's target (tests/exec/faults.py): real processes that fail, exit, hang or
+train and fail in a step; the cells they do not pick run as the worker runs them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.config import load_matrix
+from bench.errors import BenchError
+from bench.exec import runner
+from bench.exec.launchers import CellLauncher
+from bench.exec.worker import base_record
+from bench.results import store
+from bench.results.record import Record
+from tests.exec.faults import CHILD_SUFFIX, EXIT_CODE, Fault, alive, live_processes_in_group
+from tests.helpers import FULL_AND_LORA, tiny_matrix
+
+
+def run(tmp_path: Path, launcher: runner.Launcher | None = None, timeout: float = 300, force: bool = False,
+        methods: str = FULL_AND_LORA) -> tuple[runner.Summary, list[Record]]:
+    path = tmp_path / "m.toml"
+    path.write_text(tiny_matrix(methods, timeout=timeout))
+    matrix = load_matrix(str(path))
+    out = tmp_path / "run"
+    env = {"command": "test", "started_at": "now"}
+    summary = runner.run_matrix(matrix, matrix.cells, out, force, env, launcher=launcher)
+    return summary, store.read_records(out)
+
+
+def test_error_is_recorded_and_the_next_cell_runs_then_rerun_resumes(tmp_path: Path) -> None:
+    summary, recs = run(tmp_path, CellLauncher(target=Fault("error", step=1)))
+    assert [r.status for r in recs] == ["error", "ok"]
+    assert summary.by_status == {"error": 1, "ok": 1}
+    assert recs[0].error == "RuntimeError at training step 1: injected fault at step 1"
+    assert (recs[0].failed_phase, recs[0].failed_step) == ("training", 1)
+    assert recs[1].time.step_s and recs[1].quality.accuracy is not None
+    mem = recs[1].memory  # a fresh process: the training memory holds at least the weights
+    assert mem.peak_rss_above_baseline_bytes > mem.breakdown.parameters_bytes > 0
+    assert all(r.duration_s > 0 and (r.slot.index, r.slot.of) == (0, 1) for r in recs)
+    summary, recs = run(tmp_path)  # the default launcher: no fault
+    assert (summary.ran, summary.skipped) == (1, 1)  # only the failed cell runs again
+    assert [r.status for r in recs] == ["error", "ok", "ok"]
+    assert recs[2].cell_id == recs[0].cell_id
+    env = store.read_env(tmp_path / "run")
+    assert [i["command"] for i in env["invocations"]] == ["test", "test"]  # every invocation is kept
+    summary, _ = run(tmp_path, force=True)
+    assert summary.ran == 2
+
+
+def test_out_of_memory_names_the_step(tmp_path: Path) -> None:
+    _, recs = run(tmp_path, CellLauncher(target=Fault("oom", step=2)))
+    assert (recs[0].status, recs[0].failed_phase, recs[0].failed_step) == ("oom", "training", 2)
+    assert recs[0].error == "out of memory at training step 2: injected out-of-memory at step 2"
+    assert recs[1].status == "ok"
+
+
+def test_a_crashing_worker_is_an_error(tmp_path: Path) -> None:
+    _, recs = run(tmp_path, CellLauncher(target=Fault("exit")))
+    assert recs[0].status == "error" and f"exited with code {EXIT_CODE}" in recs[0].error
+    assert "exiting before any record" in recs[0].error  # the log's tail
+    assert recs[0].worker_pid is not None
+    assert recs[1].status == "ok"
+
+
+def test_a_hanging_cell_times_out_and_leaves_no_process(tmp_path: Path) -> None:
+    hanging_first = FULL_AND_LORA.replace('method = "full"', 'method = "full"\nsettings = { timeout_s = 10 }')
+    _, recs = run(tmp_path, CellLauncher(target=Fault("hang")), methods=hanging_first)
+    assert recs[0].status == "timeout" and "timeout_s = 10" in recs[0].error
+    assert live_processes_in_group(recs[0].worker_pid) == []  # the cell and what it started
+    child = int(Path(f"{tmp_path}/run/logs/{recs[0].cell_id}.log{CHILD_SUFFIX}").read_text())
+    assert not alive(child)
+    assert recs[1].status == "ok"
+
+
+def test_unwritable_output_is_refused_before_any_cell(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("not a directory")
+    matrix = load_matrix("smoke")
+    with pytest.raises(BenchError, match="output directory .* is not writable"):
+        runner.run_matrix(matrix, matrix.cells, target / "run", False, {"command": "x", "started_at": "now"})
+
+
+def test_concurrent_slots_append_every_record(tmp_path: Path) -> None:
+    (tmp_path / "m.toml").write_text(tiny_matrix('[[methods]]\nmethod = "lora"\noptions = { r = 2 }\n').replace(
+        'seq_len = 16', 'seq_len = 16\n[[settings]]\nbatch_size = 1\n[[settings]]\nbatch_size = 2\n'
+                        '[[settings]]\nbatch_size = 3'))
+    matrix = load_matrix(str(tmp_path / "m.toml"))
+
+    class Echo:
+        def run(self, cell, run_dir, name, slot_env) -> Record:  # a launcher that runs nothing
+            rec = base_record(cell, name)
+            rec.status = "ok"
+            rec.extra["seen_env"] = slot_env
+            return rec
+
+    slots = [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    summary = runner.run_matrix(matrix, matrix.cells, tmp_path / "run", False, {"command": "t", "started_at": "n"},
+                                slots=slots, launcher=Echo())
+    recs = store.read_records(tmp_path / "run")
+    assert summary.ran == 3 and summary.by_status == {"ok": 3}
+    assert sorted(r.cell_id for r in recs) == sorted(c.cell_id for c in matrix.cells)
+    assert all(r.extra["seen_env"] in slots and r.slot.of == 2 for r in recs)
+    assert all(r.slot.env == slots[r.slot.index] for r in recs)  # the slot a cell ran in is the env it saw
+    assert store.read_env(tmp_path / "run")["slots"] == slots
+
+
+def test_plan_lines_name_every_cell_and_its_settings() -> None:
+    matrix = load_matrix("smoke")
+    lines = runner.plan_lines(matrix, matrix.cells)
+    assert lines[0].startswith(f"matrix smoke ({matrix.path}): {len(matrix.cells)} cell(s)")
+    for c, line in zip(matrix.cells, lines[1:]):
+        assert c.cell_id in line and c.name in line and f"method={c.method.method}" in line

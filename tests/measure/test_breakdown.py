@@ -1,0 +1,144 @@
+"""The memory breakdown at the training peak: exact static parts on the CPU, the peak arithmetic
+with a scripted allocator, and (GPU) parts that sum to the measured peak."""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+
+from bench.exec.worker import run_cell
+from bench.measure import breakdown as bd
+from bench.results.record import Record
+from tests.helpers import cell, tiny_config
+
+FAST = dict(steps=2, warmup_steps=1, eval_examples=0)
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _record(method: str, options: dict[str, Any] | None = None, **settings: Any) -> Record:
+    rec = run_cell(cell(method, options=options, **{**FAST, **settings}))
+    assert rec.status == "ok", rec.error
+    return rec
+
+
+def test_full_fine_tuning_fp32_static_parts_are_exact() -> None:
+    rec = _record("full")
+    b, n = rec.memory.breakdown, rec.params.total
+    # per layer 7 linears (q, k, v, o, gate, up, down) and 2 norms; then the final norm, embeddings, head
+    tensors = tiny_config("tiny-llama").num_hidden_layers * (7 + 2) + 1 + 2
+    assert b.parameters_bytes == 4 * n  # buffers (rotary tables) are not parameters
+    assert b.gradients_bytes == 4 * rec.params.trainable == 4 * n
+    # AdamW: two fp32 moments per parameter, plus one fp32 `step` tensor per parameter tensor
+    assert b.optimizer_bytes == 8 * n + 4 * tensors == rec.optimizer.state_bytes_device
+    assert b.optimizer_managed_bytes == 0
+    assert b.activations_bytes is None and "CPU" in b.note
+    # the parts sum to the CPU's training memory, the same figure the report's tables and charts show
+    # (its size is checked in a fresh cell process in tests/exec/test_runner.py: in this long-lived
+    # test process the allocator reuses pages freed by earlier tests)
+    assert b.measured_bytes == rec.memory.peak_rss_above_baseline_bytes
+    assert b.parameters_bytes + b.gradients_bytes + b.optimizer_bytes + b.other_bytes == b.measured_bytes
+
+
+def test_lora_gradients_are_the_adapters_only() -> None:
+    rec = _record("lora", {"r": 4})
+    b, trainable = rec.memory.breakdown, rec.params.trainable
+    assert 0 < trainable < rec.params.total
+    assert b.gradients_bytes == 4 * trainable
+    assert b.parameters_bytes == 4 * rec.params.total
+    assert b.optimizer_bytes == rec.optimizer.state_bytes_device > 8 * trainable  # moments of the adapters only
+    assert b.optimizer_bytes < 8 * rec.params.total
+
+
+def test_qlora_splits_quantized_parameters() -> None:
+    rec = _record("qlora", {"r": 4, "double_quant": True})
+    b, w = rec.memory.breakdown, rec.memory.weights
+    split = b.parameters_split
+    assert split["quantized_payload_bytes"] == w.quantized_payload_bytes == w.quantized_params // 2
+    assert split["quant_constants_bytes"] == w.quant_constants_bytes > 0
+    assert b.parameters_bytes == sum(split.values())
+    assert split["unquantized_bytes"] < w.unquantized_bytes  # the weights block counts buffers too
+    assert b.gradients_bytes == 4 * rec.params.trainable
+
+
+class FakeWatch(bd.PeakWatch):
+    """A PeakWatch over a scripted allocator: (current, peak) per read, in order."""
+
+    def __init__(self, reads: list[tuple[int, int]]) -> None:
+        it = iter(reads)
+        self._stats = lambda: next(it)
+        original, bd._stats_reader = bd._stats_reader, lambda device: self._stats
+        try:
+            super().__init__(torch.device("cuda"))
+        finally:
+            bd._stats_reader = original
+
+
+PARAMS = {"quantized_payload_bytes": 0, "quant_constants_bytes": 0, "unquantized_bytes": 1000}
+OPT = {"state_bytes_device": 2000, "state_bytes_managed": 0}
+
+
+def _steps(watch: bd.PeakWatch, reads: int) -> None:
+    for step in range(reads // 3):
+        for phase in bd.PHASES:
+            watch.mark(step, phase)
+
+
+def test_peak_in_a_later_backward_splits_into_parts_that_sum_to_it() -> None:
+    # start 1100 (params 1000 + 100 of batches); step 0 ends with state allocated (3100);
+    # step 1 peaks in its backward at 4800
+    watch = FakeWatch([(1100, 1100), (1900, 2000), (1200, 2500), (3100, 3600),
+                       (3900, 4000), (3300, 4800), (3100, 4800)])
+    _steps(watch, 6)
+    out = bd.breakdown(PARAMS, 500, OPT, watch)
+    assert (out["peak_step"], out["peak_phase"]) == (1, "backward")
+    parts = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")
+    assert sum(out[p] for p in parts) == out["peak_allocated_bytes"] == 4800
+    assert out["other_bytes"] == 100 and out["optimizer_bytes"] == 2000 and out["gradients_bytes"] == 500
+    assert out["forward_retained_bytes"] == 3900 - 3100
+    assert "some may not exist" in out["note"]
+
+
+def test_peak_in_the_first_forward_has_no_gradients_and_no_optimizer_state() -> None:
+    watch = FakeWatch([(1100, 1100), (1900, 5000), (1200, 5000), (3100, 5000)])
+    _steps(watch, 3)
+    out = bd.breakdown(PARAMS, 500, OPT, watch)
+    assert (out["peak_step"], out["peak_phase"]) == (0, "forward")
+    assert out["gradients_bytes"] == 0 and out["optimizer_bytes"] == 0
+    assert out["activations_bytes"] == 5000 - 1000 - 100
+
+
+@pytest.mark.gpu
+def test_cuda_parts_sum_to_the_peak() -> None:
+    rec = _record("lora", {"r": 4})
+    b = rec.memory.breakdown
+    parts = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")
+    assert sum(getattr(b, p) for p in parts) == b.peak_allocated_bytes == rec.memory.peak_allocated_bytes
+    assert b.activations_bytes > 0 and b.other_bytes >= 0 and b.peak_phase in bd.PHASES
+
+
+def test_a_peak_that_never_rose_is_all_static_and_the_cpu_without_a_peak_says_so() -> None:
+    watch = FakeWatch([(1100, 1100)] * 4)
+    _steps(watch, 3)
+    out = bd.breakdown(PARAMS, 500, OPT, watch)
+    assert out["peak_step"] is None and "did not rise" in out["note"]
+    assert (out["activations_bytes"], out["other_bytes"], out["measured_bytes"]) == (0, 100, 1100)
+    cpu = bd.breakdown(PARAMS, 500, OPT, None)
+    assert cpu["measured_bytes"] is None and cpu["other_bytes"] is None and "no measured peak" in cpu["note"]
+    assert (cpu["parameters_bytes"], cpu["gradients_bytes"], cpu["optimizer_bytes"]) == (1000, 500, 2000)
+
+
+def test_parameter_split_and_gradient_bytes_count_each_tensor_once() -> None:
+    a = torch.nn.Linear(8, 4)
+    model = torch.nn.Sequential(a, torch.nn.Linear(4, 8))
+    model.register_buffer("table", torch.ones(100))  # a buffer is not a parameter
+    assert bd.parameter_split(model) == {"quantized_payload_bytes": 0, "quant_constants_bytes": 0,
+                                         "unquantized_bytes": 4 * (8 * 4 + 4 + 4 * 8 + 8)}
+    assert bd.gradient_bytes([a.weight, a.weight, a.bias]) == 4 * (8 * 4 + 4)
