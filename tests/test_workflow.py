@@ -101,3 +101,65 @@ def test_run_all_script_exists_and_is_executable() -> None:
 def test_the_matrix_named_by_the_workflow_loads() -> None:
     matrix = load_matrix(_one("run")[1])  # a built-in name: it must exist and validate
     assert matrix.cells and matrix.path.parent == ROOT / "bench" / "matrices"
+
+
+def _doc() -> dict[Any, Any]:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def _job() -> dict[str, Any]:
+    (job,) = _doc()["jobs"].values()
+    return job
+
+
+def test_pull_requests_from_forks_never_reach_the_self_hosted_runner() -> None:
+    condition = " ".join(str(_job().get("if", "")).split())
+    # the job runs for anything but a pull request, or a pull request whose head is this repository
+    assert "github.event_name != 'pull_request'" in condition
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in condition
+    assert "pull_request_target" not in _doc().get("on", _doc().get(True)), \
+        "pull_request_target runs forks' code with the base repository's token"
+
+
+def test_manual_runs_take_a_ref_and_can_make_the_baseline() -> None:
+    triggers = _doc().get("on", _doc().get(True))
+    inputs = triggers["workflow_dispatch"]["inputs"]
+    assert inputs["make_baseline"]["type"] == "boolean" and inputs["make_baseline"]["default"] is False
+    assert "ref" in inputs
+    checkout = next(s for s in _steps() if s.get("uses", "").startswith("actions/checkout@"))
+    assert "inputs.ref" in checkout["with"]["ref"]
+    make = next(s for s in _steps() if "bench baseline" in s.get("run", ""))
+    compare = next(s for s in _steps() if "bench compare" in s.get("run", ""))
+    assert "MAKE_BASELINE == 'true'" in make["if"] and "MAKE_BASELINE != 'true'" in compare["if"]
+    assert "make_baseline" in _job()["env"]["MAKE_BASELINE"]
+
+
+def test_the_token_reads_only_and_no_step_sees_a_secret() -> None:
+    for permissions in (_doc()["permissions"], _job()["permissions"]):
+        assert permissions == {"contents": "read"}
+    assert "secrets." not in WORKFLOW.read_text()
+    checkout = next(s for s in _steps() if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["persist-credentials"] is False  # no token in .git/config while our code runs
+
+
+def test_actions_are_pinned_to_commits() -> None:
+    uses = [s["uses"] for s in _steps() if "uses" in s]
+    assert uses
+    for use in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", use), f"{use} is not pinned to a commit"
+
+
+def test_a_missing_baseline_is_explained_not_a_bare_failure() -> None:
+    compare = next(s for s in _steps() if "bench compare" in s.get("run", ""))
+    script = compare["run"]
+    assert "reports/baselines/gpu-ci/results.jsonl" in script and "make_baseline" in script
+    assert script.index("results.jsonl") < script.index("python -m bench compare")  # checked before comparing
+
+
+def test_every_run_all_mode_the_workflow_uses_exists() -> None:
+    modes = re.findall(r"\./run_all\.sh\s+([\w-]+)", WORKFLOW.read_text())
+    assert modes
+    cases = set(re.findall(r"^\s*([\w|-]+)\)", (ROOT / "run_all.sh").read_text(), re.MULTILINE))
+    labels = {label for case in cases for label in case.split("|")}
+    for mode in modes:
+        assert mode in labels, f"./run_all.sh {mode}: run_all.sh has no such mode"
