@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from bench.catalog.tasks import Example, Task
+from bench.errors import UnsupportedError
 
 if TYPE_CHECKING:
     import torch
@@ -38,13 +39,18 @@ class Batcher:
     def _causal(self, ex: Example, label: int) -> Encoded:
         before, after = self.task.prompt.split("{text}")
         answer = self.tok.encode(" " + self.task.label_words[label], False)
-        slots = len(self.demos) + 1
         head = self.tok.encode("", True)
+        # each demonstration is its prompt (within `budget`, template included) and its answer line
+        demo_answers = [self.tok.encode(" " + self.task.label_words[d.label] + "\n\n", False) for d in self.demos]
+        slots = len(self.demos) + 1
+        budget = (self.seq_len - len(head) - len(answer) - sum(map(len, demo_answers))) // slots
+        template = len(self.tok.encode(before, False)) + len(self.tok.encode(after, False))
+        if budget <= template:
+            raise UnsupportedError(f"seq_len = {self.seq_len} leaves no room for {len(self.demos)} demonstration(s) "
+                                   f"and the query: each prompt needs more than its {template}-token template")
         pieces: list[int] = []
-        budget = max(1, (self.seq_len - len(head) - len(answer)) // slots)
-        for demo in self.demos:
-            pieces += self._prompt(demo.text, before, after, budget) + self.tok.encode(
-                " " + self.task.label_words[demo.label] + "\n\n", False)
+        for demo, demo_answer in zip(self.demos, demo_answers):
+            pieces += self._prompt(demo.text, before, after, budget) + demo_answer
         pieces += self._prompt(ex.text, before, after, self.seq_len - len(head) - len(answer) - len(pieces))
         ids = head + pieces
         return Encoded(ids + answer, [IGNORE] * len(ids) + answer)
@@ -55,7 +61,7 @@ class Batcher:
         return pre + self.tok.encode(text, False)[:room] + post
 
     def _encoder(self, ex: Example) -> Encoded:
-        ids = self.tok.encode(ex.text, True)[: self.seq_len - 1]
+        ids = self.tok.encode(ex.text, True)[: self.seq_len - len(self.tok.finish([]))]  # room for [SEP]
         return Encoded(self.tok.finish(ids), [ex.label])
 
     def encode(self, ex: Example, label: int | None = None) -> Encoded:

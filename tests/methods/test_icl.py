@@ -12,7 +12,7 @@ from bench.exec.worker import run_cell
 from methods.icl import IclOptions, pick_demonstrations
 from tests.helpers import built, cell
 
-ICL = dict(seq_len=64, steps=1, warmup_steps=0, eval_examples=16, eval_batch_size=8)
+ICL = dict(seq_len=192, steps=1, warmup_steps=0, eval_examples=16, eval_batch_size=8)
 
 
 def icl(model: str, shots: int = 4) -> Any:
@@ -49,7 +49,9 @@ def test_every_parameter_is_frozen_and_prompts_carry_the_demonstrations() -> Non
     zero_shot = built("icl", "tiny-llama", {"shots": 0}, **ICL)
     assert zero_shot.batcher.demos == []
     ex = b.plan.task.test[0]
-    assert len(b.batcher.encode(ex).input_ids) > len(zero_shot.batcher.encode(ex).input_ids)
+    with_demos, alone = (bytes(i - 3 for i in x.batcher.encode(ex).input_ids[1:]).decode() for x in (b, zero_shot))
+    assert with_demos.count("Sentiment:") == 3 and alone.count("Sentiment:") == 1  # two demonstrations, the question
+    assert len(b.batcher.encode(ex).input_ids) <= ICL["seq_len"]
 
 
 def test_demonstrations_are_seeded_and_balanced() -> None:

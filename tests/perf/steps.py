@@ -30,6 +30,12 @@ METHODS = list(load_methods())
 # Tiny random model on the CPU: seconds per method, for a quick local signal.
 CPU_MODEL = "tiny-llama"
 CPU_SETTINGS: dict[str, Any] = {"batch_size": 4, "seq_len": 64, "threads": 2}
+# Byte tokens: four demonstrations and the question need about 160 of them (the prompt template is 19).
+CPU_SEQ_LEN: dict[str, int] = {"icl": 192}
+
+
+def cpu_settings(method: str) -> dict[str, Any]:
+    return {**CPU_SETTINGS, "seq_len": CPU_SEQ_LEN.get(method, CPU_SETTINGS["seq_len"])}
 CPU_ROUNDS, CPU_WARMUP_ROUNDS = 10, 2
 
 # A real model shape on CUDA: what a GPU CI runner gates on.

@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.perf.steps import (CPU_MODEL, CPU_ROUNDS, CPU_SETTINGS, CPU_WARMUP_ROUNDS, GPU_MODEL, GPU_ROUNDS,
-                                 GPU_SETTINGS, GPU_WARMUP_ROUNDS, METHODS, run)
+from tests.perf.steps import (CPU_MODEL, CPU_ROUNDS, CPU_WARMUP_ROUNDS, GPU_MODEL, GPU_ROUNDS, GPU_SETTINGS,
+                                 GPU_WARMUP_ROUNDS, METHODS, cpu_settings, run)
 
 
 @pytest.mark.benchmark(group=f"step: {CPU_MODEL}, cpu")
 @pytest.mark.parametrize("method", METHODS)
 def test_step_cpu(benchmark, step_case, method: str) -> None:
-    case = step_case(method, CPU_MODEL, device=torch.device("cpu"), **CPU_SETTINGS)
+    case = step_case(method, CPU_MODEL, device=torch.device("cpu"), **cpu_settings(method))
     run(benchmark, case, CPU_ROUNDS, CPU_WARMUP_ROUNDS)
 
 
