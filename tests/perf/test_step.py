@@ -8,8 +8,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.perf.steps import (CPU_MODEL, CPU_ROUNDS, CPU_WARMUP_ROUNDS, GPU_MODEL, GPU_ROUNDS, GPU_SETTINGS,
-                                 GPU_WARMUP_ROUNDS, METHODS, cpu_settings, run)
+from tests.perf.steps import (
+    CPU_MODEL,
+    CPU_ROUNDS,
+    CPU_WARMUP_ROUNDS,
+    GPU_MODEL,
+    GPU_ROUNDS,
+    GPU_SETTINGS,
+    GPU_WARMUP_ROUNDS,
+    METHODS,
+    cpu_settings,
+    run,
+)
 
 
 @pytest.mark.benchmark(group=f"step: {CPU_MODEL}, cpu")
