@@ -79,7 +79,7 @@ def test_tracebacks_of_failed_cells_are_in_both_renderings(cuda_report: Path) ->
     title = "Tracebacks of failed cells (last frames; the whole one is in the cell's log)"
     assert f"## {title}" in text and f"<h2>{html.escape(title, quote=True)}</h2>" in page
     frame = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert f"```\nTraceback (most recent call last):" in text and frame in text
+    assert "```\nTraceback (most recent call last):" in text and frame in text
     assert "<details><summary>smollm2-135m/full/mr/b64x32/seed0</summary><pre>" in page and frame in page
 
 
