@@ -19,7 +19,7 @@ models = ["tiny-llama"]
 tasks = ["synthetic"]
 [defaults]
 batch_size = 2
-seq_len = 16
+seq_len = 32
 steps = 2
 warmup_steps = 1
 eval_examples = 4

@@ -46,8 +46,9 @@ class Batcher:
         budget = (self.seq_len - len(head) - len(answer) - sum(map(len, demo_answers))) // slots
         template = len(self.tok.encode(before, False)) + len(self.tok.encode(after, False))
         if budget <= template:
-            raise UnsupportedError(f"seq_len = {self.seq_len} leaves no room for {len(self.demos)} demonstration(s) "
-                                   f"and the query: each prompt needs more than its {template}-token template")
+            what = f"{len(self.demos)} demonstration(s) and the query" if self.demos else "the query"
+            raise UnsupportedError(f"seq_len = {self.seq_len} leaves no room for {what}: each prompt needs more "
+                                   f"than its {template}-token template")
         pieces: list[int] = []
         for demo, demo_answer in zip(self.demos, demo_answers):
             pieces += self._prompt(demo.text, before, after, budget) + demo_answer

@@ -90,3 +90,10 @@ def test_too_short_a_row_for_the_demonstrations_is_unsupported() -> None:
     b = Batcher(task, ByteTokenizer(), "causal", 48, task.train[:4])
     with pytest.raises(UnsupportedError, match="seq_len = 48 leaves no room for 4 demonstration"):
         b.encode(task.test[0])
+
+
+def test_too_short_a_row_for_the_template_alone_is_unsupported() -> None:
+    task = _task()  # "Review: {text}\nSentiment:" is 19 bytes before any text
+    with pytest.raises(UnsupportedError, match="seq_len = 16 leaves no room for the query: .*19-token template"):
+        Batcher(task, ByteTokenizer(), "causal", 16).encode(task.test[0])
+    assert len(Batcher(task, ByteTokenizer(), "causal", 32).encode(task.test[0]).input_ids) <= 32

@@ -84,7 +84,7 @@ def test_unwritable_output_is_refused_before_any_cell(tmp_path: Path) -> None:
 
 def test_concurrent_slots_append_every_record(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(tiny_matrix('[[methods]]\nmethod = "lora"\noptions = { r = 2 }\n').replace(
-        'seq_len = 16', 'seq_len = 16\n[[settings]]\nbatch_size = 1\n[[settings]]\nbatch_size = 2\n'
+        'seq_len = 32', 'seq_len = 32\n[[settings]]\nbatch_size = 1\n[[settings]]\nbatch_size = 2\n'
                         '[[settings]]\nbatch_size = 3'))
     matrix = load_matrix(str(tmp_path / "m.toml"))
 
