@@ -49,13 +49,19 @@ def wait_for_records(path: Path, n: int, timeout: float = 240) -> None:
     raise AssertionError(f"fewer than {n} records in {path} after {timeout} s")
 
 
-@pytest.mark.slow
-def test_killed_runner_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
+def start_run(tmp_path: Path, matrix_text: str) -> tuple[subprocess.Popen, Path, Path, dict[str, str]]:
+    """`bench run` of `matrix_text` in its own process, its output discarded: (process, matrix, out, env)."""
     matrix, out = tmp_path / "m.toml", tmp_path / "run"
-    matrix.write_text(MATRIX)
+    matrix.write_text(matrix_text)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(bench_cmd("run", str(matrix), "--out", str(out)), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, matrix, out, env
+
+
+@pytest.mark.slow
+def test_killed_runner_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
+    proc, matrix, out, env = start_run(tmp_path, MATRIX)
     wait_for_records(out / store.RESULTS, 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -75,11 +81,7 @@ def test_killed_runner_resumes_without_losing_or_repeating(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_a_killed_runner_takes_its_running_cell_with_it(tmp_path: Path) -> None:
-    matrix, out = tmp_path / "m.toml", tmp_path / "run"
-    matrix.write_text(LONG_CELL)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(bench_cmd("run", str(matrix), "--out", str(out)), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, _, out, _ = start_run(tmp_path, LONG_CELL)
     children: list[int] = []
     deadline = time.monotonic() + 120
     while not children and time.monotonic() < deadline:  # the cell process, once it has started
