@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench import schema
+from bench import recipe, schema
 from bench.catalog import batches, models, tasks
 from bench.catalog.tokenizer import ByteTokenizer, load_tokenizer
 from bench.errors import UnsupportedError
@@ -87,7 +87,8 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
     method = cls(schema.build(cls.Config, cell.method.options, f"{cell.method.name}.options"))
     hf_config = models.load_config(cell.model)
     info = models.model_info(cell.model, hf_config)
-    reason = method.unsupported_reason(info, cell.settings)
+    reason = method.unsupported_reason(info, cell.settings) or recipe.unsupported_reason(
+        info, cell.settings, method, device.type)
     if reason:
         raise UnsupportedError(reason)
     weights_dtype, compute_dtype = dtypes(cell.settings.precision, device)
@@ -106,11 +107,12 @@ def build(p: Plan, phase: Callable[[str], None] = lambda name: None) -> Built:
     location, extra = models.source(cell.model)
     ctx.tokenizer = load_tokenizer(location, extra)
     model = models.load_model(cell.model, p.hf_config, ctx.model, len(p.task.label_words), ctx.weights_dtype,
-                              ctx.device, p.method.load_kwargs(ctx))
+                              ctx.device, p.method.load_kwargs(ctx), recipe.load_kwargs(s))
+    recipe.check_attention(model, s)
     phase("adapt")
     model = p.method.adapt(model, ctx)
     if s.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        ctx.notes["checkpointed_layers"] = recipe.apply_checkpointing(model, s.checkpoint_every)
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
     batcher = batches.Batcher(p.task, ctx.tokenizer, ctx.model.kind, s.seq_len, p.method.demonstrations(p.task, ctx))
@@ -143,8 +145,13 @@ def build_meta(p: Plan) -> MetaBuilt:
     except Exception:  # noqa: BLE001 - token ids only set values (a prompt's init), not sizes
         ctx.tokenizer = ByteTokenizer()
     load = p.method.load_kwargs(ctx)
+    attention = recipe.load_kwargs(p.cell.settings)
+    missing = recipe.attention_missing(p.cell.settings.attn_implementation)
+    if missing:  # the meta model only needs the shapes: sdpa keeps what flash kernels keep
+        notes.append(f"attn_implementation {p.cell.settings.attn_implementation!r} {missing}: modelled as sdpa")
+        attention = {"attn_implementation": "sdpa"}
     model = models.from_config(copy.deepcopy(p.hf_config), ctx.model, len(p.task.label_words),
-                               load.get("dtype", ctx.weights_dtype), ctx.device)
+                               load.get("dtype", ctx.weights_dtype), ctx.device, attention)
     quantized: dict[int, QuantizedWeight] = {}
     if load.get("quantization_config") is not None:
         try:

@@ -33,7 +33,7 @@ class Matrix:
 TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings", "jobs"}
 
 
-METHOD_KEYS = {"name", "method", "options", "settings", "models"}
+METHOD_KEYS = {"name", "method", "options", "settings", "models", "ladder"}
 
 
 def _check_subset(only: Any, names: list[str], where: str, kind: str) -> None:
@@ -83,6 +83,31 @@ def _list(doc: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
+CHECKPOINTING = {False: False, "off": False, True: True, "full": True}
+
+
+def _checkpointing_alias(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """`activation_checkpointing` (off, full or k: every k-th layer; transformers' newer name) is the
+    setting `gradient_checkpointing` (false, true or k) under the name cells have always recorded, so
+    cell ids do not change with the spelling."""
+    if "activation_checkpointing" not in table:
+        return table
+    table = dict(table)
+    value = table.pop("activation_checkpointing")
+    if "gradient_checkpointing" in table:
+        raise ConfigError(f"{where}: activation_checkpointing and gradient_checkpointing are one setting; "
+                          "give only one")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        table["gradient_checkpointing"] = value
+    elif isinstance(value, (bool, str)) and value in CHECKPOINTING:
+        table["gradient_checkpointing"] = CHECKPOINTING[value]
+    else:
+        raise ConfigError(f"{where}: activation_checkpointing = {value!r} is not valid; valid choices: "
+                          "'off' (or false), 'full' (or true: every decoder layer), or a positive integer k "
+                          "(every k-th layer)")
+    return table
+
+
 def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
     """Validate a parsed TOML document into a Matrix; every error names the file and key."""
     from bench.catalog import models, tasks  # noqa: PLC0415 (both are torch-free at import)
@@ -123,6 +148,7 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
 
     method_specs: list[MethodSpec] = []
     method_models: list[list[str] | None] = []
+    rungs: dict[str, int] = {}  # rows per ladder so far: a row's rung is its place among its ladder's rows
     for i, row in enumerate(_list(doc, "methods", where)):
         mwhere = f"{where}: methods[{i}]"
         if isinstance(row, str):
@@ -146,7 +172,14 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
         name = row.get("name", row["method"])
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigError(f"{mwhere}.name = {name!r} must be a non-empty string without '/'")
-        method_specs.append(MethodSpec(name, row["method"], dataclasses.asdict(config), overrides))
+        ladder = row.get("ladder")
+        if ladder is not None and (not isinstance(ladder, str) or not ladder):
+            raise ConfigError(f"{mwhere}.ladder = {ladder!r} must be a non-empty string (the ladder's name; "
+                              "rows of one ladder are its rungs, in matrix order)")
+        rung = None
+        if ladder:
+            rung = rungs[ladder] = rungs.get(ladder, -1) + 1
+        method_specs.append(MethodSpec(name, row["method"], dataclasses.asdict(config), overrides, ladder, rung))
     names = [m.name for m in method_specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -162,7 +195,7 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
         table = {**defaults, **ax, **model_settings[mi], **method.settings}
         origin = (f"{where}: settings (defaults + settings[{j}] + models '{model.name}'.settings"
                   f" + methods '{method.name}'.settings)")
-        settings = schema.build(Settings, table, origin)
+        settings = schema.build(Settings, _checkpointing_alias(table, origin), origin)
         cells.append(Cell(model, method, task, settings, seed))
     if not cells:
         raise ConfigError(f"{where}: the restrictions (models[].tasks, methods[].models) leave no cell to run")

@@ -56,32 +56,72 @@ class LoopState:
     losses: torch.Tensor | None = None
 
 
-def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict[str, torch.Tensor]],
-          settings: Settings, params: list[torch.nn.Parameter], state: LoopState, instruments: Instruments,
-          autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
+StepLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss (transformers' cross-entropy over the labels)."""
+    return model(**batch).loss
+
+
+@dataclass
+class Step:
+    """One optimizer step, as every method takes it: the forward (in `context`: autocast, offload
+    hooks) through `loss`, backward, clipping, the optimizer."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+    settings: Settings
+    context: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+    loss: StepLoss = model_loss
+
+    def __call__(self, batch: dict[str, torch.Tensor], i: int, watch: Watch) -> torch.Tensor:
+        with self.context():
+            loss = self.loss(self.model, batch)
+        watch.mark(i, "forward")
+        loss.backward()
+        watch.mark(i, "backward")
+        if self.settings.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.settings.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+
+def train(step: Step, batches: list[dict[str, torch.Tensor]], state: LoopState, instruments: Instruments) -> None:
     """Warm-up steps, then timed steps. The caller resets the memory peaks just before, so the
     optimizer state's allocation counts; warm-up is excluded from time only. Losses stay on the
     device until the end (an .item() per step would synchronize and slow the GPU)."""
-    model.train()
+    step.model.train()
     if batches:
         state.losses = torch.empty(len(batches), dtype=torch.float32, device=batches[0]["input_ids"].device)
     timer, watch = instruments.timer, instruments.watch
     for i, batch in enumerate(batches):
         state.step = i
-        timed = i >= settings.warmup_steps
+        timed = i >= step.settings.warmup_steps
         if timed:
             timer.start()
-        with autocast():
-            loss = model(**batch).loss
-        watch.mark(i, "forward")
-        loss.backward()
-        watch.mark(i, "backward")
-        if settings.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = step(batch, i, watch)
         if timed:
             timer.stop()
         watch.mark(i, "optimizer")
         state.losses[i] = loss.detach()
         instruments.progress.update(1)
+
+
+def warm_until_steady(step: Step, batches: list[dict[str, torch.Tensor]], clock: Callable[[], float],
+                      tolerance: float = 0.2, least: int = 3, limit: int = 12) -> list[float]:
+    """Steps on `batches` (cycled) until the last two take times within `tolerance` of the fastest
+    so far (at least `least` steps, at most `limit`): a compiled model compiles, and may recompile,
+    in its first steps. Returns their times."""
+    step.model.train()
+    times: list[float] = []
+    watch = NoWatch()
+    while len(times) < limit:
+        t0 = clock()
+        step(batches[len(times) % len(batches)], -1, watch)
+        times.append(clock() - t0)
+        if len(times) >= least and max(times[-2:]) <= (1 + tolerance) * min(times):
+            break
+    return times

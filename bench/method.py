@@ -56,6 +56,7 @@ class Method:
     Config: ClassVar[type] = NoOptions
     description: ClassVar[str] = ""
     trains: ClassVar[bool] = True  # False for methods that never update parameters (ICL)
+    virtual_tokens: ClassVar[bool] = False  # True where trained tokens go in front of each row (prompt, prefix)
     origin: ClassVar[str | None] = None
 
     def __init__(self, config: Any) -> None:

@@ -25,6 +25,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _literal_choices(tp: Any) -> list[Any] | None:
+    """The choices of a Literal annotation, or of an optional one (`Literal[...] | None`)."""
+    if get_origin(tp) is Literal:
+        return list(get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):
+        literals = [a for a in get_args(tp) if get_origin(a) is Literal]
+        if len(literals) == 1 and all(a is type(None) or a is literals[0] for a in get_args(tp)):
+            return list(get_args(literals[0]))
+    return None
+
+
 def _matches(value: Any, tp: Any) -> tuple[bool, Any]:
     """(ok, converted value) for a TOML value against an annotation."""
     origin = get_origin(tp)
@@ -77,9 +88,9 @@ def build(cls: type, table: Any, where: str) -> Any:
         tp = hints[key]
         ok, conv = _matches(value, tp)
         if not ok:
-            if get_origin(tp) is Literal:
-                raise ConfigError(
-                    f"{where}: {key} = {value!r} is not valid{did_you_mean(str(value), map(str, get_args(tp)))}")
+            choices = _literal_choices(tp)
+            if choices is not None and isinstance(value, str):
+                raise ConfigError(f"{where}: {key} = {value!r} is not valid{did_you_mean(value, map(str, choices))}")
             raise ConfigError(f"{where}: {key} = {value!r} has the wrong type; expected {_type_name(tp)}")
         kwargs[key] = conv
     missing = [n for n, f in fields.items() if n not in kwargs

@@ -12,6 +12,15 @@ from bench.errors import require
 
 Precision = Literal["fp32", "bf16-mixed", "bf16"]
 Optimizer = Literal["adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit"]
+Compile = Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
+Loss = Literal["standard", "chunked", "liger"]
+Padding = Literal["max_length", "longest", "packed"]
+
+# The speed and memory recipe axes, added after cells were first recorded: at their defaults they
+# stay out of a cell's identity, so every cell recorded before keeps its id (resume, compare).
+RECIPE_DEFAULTS: dict[str, Any] = {"compile": "off", "attn_implementation": None, "loss": "standard",
+                                   "padding": "max_length", "activation_offload": False, "loss_chunks": 8}
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,14 @@ class Settings:
     warmup_steps: int = 3
     lr: float = 1e-4
     precision: Precision = "fp32"
-    gradient_checkpointing: bool = False
+    # activation checkpointing: false, true (every decoder layer) or k (every k-th layer)
+    gradient_checkpointing: bool | int = False
+    activation_offload: bool = False  # saved activations go to CPU memory (torch's save_on_cpu)
+    compile: Compile = "off"  # torch.compile of the model, in this mode
+    attn_implementation: AttnImplementation | None = None  # None: transformers' default for the model
+    loss: Loss = "standard"  # the model's cross-entropy, a chunked one, or Liger's fused linear one
+    loss_chunks: int = 8  # chunks of the chunked cross-entropy
+    padding: Padding = "max_length"  # training batches: fixed shape, the batch's longest row, or packed
     optimizer: Optimizer = "adamw"
     weight_decay: float = 0.0
     max_grad_norm: float | None = None
@@ -45,6 +61,18 @@ class Settings:
         require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm,
                 "must be > 0")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "must be a positive integer")
+        gc = self.gradient_checkpointing
+        require(isinstance(gc, bool) or gc >= 1, "gradient_checkpointing", gc,
+                "must be false, true (every layer) or a positive integer k (every k-th layer)")
+        if gc == 1 and not isinstance(gc, bool):
+            object.__setattr__(self, "gradient_checkpointing", True)  # every 1st layer is every layer
+        require(self.loss_chunks > 0, "loss_chunks", self.loss_chunks, "must be a positive integer")
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Every k-th decoder layer is checkpointed (0: none)."""
+        gc = self.gradient_checkpointing
+        return (1 if gc else 0) if isinstance(gc, bool) else gc
 
     def record(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,6 +108,8 @@ class MethodSpec:
     method: str
     options: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)  # overrides for this row only
+    ladder: str | None = None  # the recipe ladder this row is a rung of (a report section; not identity)
+    rung: int | None = None  # its place on the ladder, from 0
 
 
 @dataclass(frozen=True)
@@ -102,7 +132,8 @@ class Cell:
             "method": self.method.method,
             "method_config": self.method.options,
             "task": self.task.record(),
-            "settings": self.settings.record(),
+            "settings": {k: v for k, v in self.settings.record().items()
+                         if k not in RECIPE_DEFAULTS or v != RECIPE_DEFAULTS[k]},
             "seed": self.seed,
         }
 
@@ -112,13 +143,15 @@ class Cell:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.identity(), "variant": self.method.name, "settings_overrides": self.method.settings}
+        return {**self.identity(), "variant": self.method.name, "settings_overrides": self.method.settings,
+                "ladder": self.method.ladder, "rung": self.method.rung}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(
             model=ModelSpec(**d["model"]),
-            method=MethodSpec(d["variant"], d["method"], d["method_config"], d.get("settings_overrides", {})),
+            method=MethodSpec(d["variant"], d["method"], d["method_config"], d.get("settings_overrides", {}),
+                              d.get("ladder"), d.get("rung")),
             task=TaskSpec(d["task"]["name"], d["task"]["options"]),
             settings=Settings(**d["settings"]),
             seed=d["seed"],

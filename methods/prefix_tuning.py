@@ -60,6 +60,7 @@ class PrefixTuning(Method):
     name = "prefix_tuning"
     Config = PrefixTuningOptions
     description = "prefix tuning through peft (virtual key/value tokens per layer; models whose forward takes past_key_values)"
+    virtual_tokens = True
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         from peft import PrefixTuningConfig

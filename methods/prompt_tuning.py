@@ -26,6 +26,7 @@ class PromptTuning(Method):
     name = "prompt_tuning"
     Config = PromptTuningOptions
     description = "prompt tuning through peft (virtual tokens; init random, from the vocabulary or a text)"
+    virtual_tokens = True
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         import torch

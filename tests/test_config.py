@@ -120,3 +120,61 @@ models = ["tiny-llama"]
                      "tiny-llama/icl/synthetic"]
     with pytest.raises(ConfigError, match=r"methods\[1\].models: 'tiny-lama' is not a model of this matrix"):
         load_matrix(str(write(tmp_path, text.replace('models = ["tiny-llama"]', 'models = ["tiny-lama"]'))))
+
+
+LADDER = """
+name = "t"
+models = ["tiny-llama"]
+tasks = [{ name = "synthetic", words = 12, min_words = 2 }]
+[[methods]]
+method = "lora"
+ladder = "recipe"
+[[methods]]
+method = "ia3"
+[[methods]]
+name = "lora+packed"
+method = "lora"
+settings = { padding = "packed", compile = "default" }
+ladder = "recipe"
+"""
+
+
+def test_ladder_rows_are_rungs_in_file_order(tmp_path: Path) -> None:
+    cells = load_matrix(str(write(tmp_path, LADDER))).cells
+    assert [(c.method.name, c.method.ladder, c.method.rung) for c in cells] == [
+        ("lora", "recipe", 0), ("ia3", None, None), ("lora+packed", "recipe", 1)]
+    assert cells[2].settings.padding == "packed" and cells[2].settings.compile == "default"
+    assert "ladder" not in cells[0].identity()  # a ladder is presentation, not part of the cell
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('ladder = "recipe"\n[[methods]]\nmethod = "ia3"', 'ladder = 3\n[[methods]]\nmethod = "ia3"',
+     "methods\\[0\\].ladder = 3 must be a non-empty string"),
+    ("min_words = 2", "min_words = 20", "min_words = 20: must be between 1 and words \\(12\\)"),
+    ('padding = "packed"', 'padding = "packing"', "padding = 'packing' is not valid.*did you mean 'packed'"),
+])
+def test_bad_ladder_and_recipe_values_name_the_field(tmp_path: Path, old: str, new: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_matrix(str(write(tmp_path, LADDER.replace(old, new, 1))))
+
+
+@pytest.mark.parametrize(("value", "stored"), [('"full"', True), ("true", True), ('"off"', False), ("2", 2)])
+def test_activation_checkpointing_is_gradient_checkpointing_by_its_new_name(tmp_path: Path, value: str,
+                                                                           stored: bool | int) -> None:
+    def matrix(line: str) -> list:
+        return load_matrix(str(write(tmp_path, GOOD.replace("steps = 2", f"steps = 2\n{line}")))).cells
+
+    new = matrix(f"activation_checkpointing = {value}")
+    old = matrix(f"gradient_checkpointing = {str(stored).lower()}")
+    assert all(c.settings.gradient_checkpointing == stored for c in new)
+    assert [c.cell_id for c in new] == [c.cell_id for c in old]  # the spelling is not identity
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('activation_checkpointing = "some"', "activation_checkpointing = 'some' is not valid; valid choices: 'off'"),
+    ("activation_checkpointing = 0", "activation_checkpointing = 0 is not valid"),
+    ("activation_checkpointing = 2\ngradient_checkpointing = true", "are one setting; give only one"),
+])
+def test_bad_activation_checkpointing_names_the_choices(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_matrix(str(write(tmp_path, GOOD.replace("steps = 2", f"steps = 2\n{line}"))))

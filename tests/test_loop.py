@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.loop import Instruments, LoopState, train
+from bench.loop import Instruments, LoopState, Step, train
 from tests.helpers import built
 
 
@@ -38,7 +38,7 @@ def test_warm_up_is_untimed_and_every_phase_is_marked() -> None:
     b = built("lora", options={"r": 2}, steps=2, warmup_steps=1)
     opt = torch.optim.AdamW(b.trainable, lr=1e-2)
     log, state = Log(), LoopState()
-    train(b.model, opt, _batches(b, 3), b.plan.cell.settings, b.trainable, state, Instruments(log, log, log))
+    train(Step(b.model, opt, b.trainable, b.plan.cell.settings), _batches(b, 3), state, Instruments(log, log, log))
     # the optimizer step is inside the timed interval; its mark comes after the timer stops
     assert log.events == [(0, "forward"), (0, "backward"), (0, "optimizer"), ("+", 1),
                           "start", (1, "forward"), (1, "backward"), "stop", (1, "optimizer"), ("+", 1),
@@ -51,7 +51,7 @@ def test_the_default_instruments_do_nothing() -> None:
     b = built("full", steps=1, warmup_steps=0)
     opt = torch.optim.AdamW(b.trainable, lr=1e-3)
     log, state = Log(), LoopState()
-    train(b.model, opt, _batches(b, 1), b.plan.cell.settings, b.trainable, state, Instruments(log))
+    train(Step(b.model, opt, b.trainable, b.plan.cell.settings), _batches(b, 1), state, Instruments(log))
     assert log.events == ["start", "stop"]
 
 
@@ -70,5 +70,5 @@ def test_a_failing_step_leaves_its_number(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(opt, "step", step)
     state = LoopState()
     with pytest.raises(RuntimeError, match="boom"):
-        train(b.model, opt, _batches(b, 3), b.plan.cell.settings, b.trainable, state, Instruments(Log()))
+        train(Step(b.model, opt, b.trainable, b.plan.cell.settings), _batches(b, 3), state, Instruments(Log()))
     assert state.step == 1  # what the worker's failure record names

@@ -70,10 +70,17 @@ class Batcher:
             return self._encoder(ex)
         return self._causal(ex, ex.label if label is None else label)
 
-    def collate(self, rows: list[Encoded], device: "torch.device") -> dict[str, "torch.Tensor"]:
+    def collate(self, rows: list[Encoded], device: "torch.device",
+                padding: str = "max_length") -> dict[str, "torch.Tensor"]:
+        """Rows as tensors: padded to seq_len (`max_length`), to the batch's longest row (`longest`),
+        or packed end to end into one row with position ids restarting at each example (`packed`:
+        no padding; transformers keeps the examples apart through the position ids)."""
         import torch
 
-        width = max(self.seq_len, max(len(r.input_ids) for r in rows))
+        if padding == "packed":
+            return self._packed(rows, device)
+        longest = max(len(r.input_ids) for r in rows)
+        width = longest if padding == "longest" else max(self.seq_len, longest)
         ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
@@ -88,8 +95,21 @@ class Batcher:
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
-    def train_batches(self, batch_size: int, count: int, seed: int,
-                      device: "torch.device") -> Iterator[dict[str, "torch.Tensor"]]:
+    def _packed(self, rows: list[Encoded], device: "torch.device") -> dict[str, "torch.Tensor"]:
+        import torch
+
+        if self.kind != "causal":
+            raise UnsupportedError("packed batches need a causal LM")
+        ids = [t for r in rows for t in r.input_ids]
+        positions = [i for r in rows for i in range(len(r.input_ids))]
+        # the first token of each example is never a target, so no loss crosses an example boundary
+        labels = [IGNORE if i == 0 else t for r in rows for i, t in enumerate(r.labels)]
+        batch = {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
+                 "labels": torch.tensor([labels])}
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def train_batches(self, batch_size: int, count: int, seed: int, device: "torch.device",
+                      padding: str = "max_length") -> Iterator[dict[str, "torch.Tensor"]]:
         """`count` batches drawn from the train split in a seeded order, cycling if needed."""
         order: list[Example] = []
         rng = random.Random(seed)
@@ -99,4 +119,15 @@ class Batcher:
             order += epoch
         for i in range(count):
             rows = [self.encode(ex) for ex in order[i * batch_size:(i + 1) * batch_size]]
-            yield self.collate(rows, device)
+            yield self.collate(rows, device, padding)
+
+
+def real_tokens(batch: dict[str, "torch.Tensor"]) -> int:
+    """Tokens of a batch that are not padding."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+
+
+def positions(batch: dict[str, "torch.Tensor"]) -> int:
+    """Positions a batch computes on, padding included."""
+    return int(batch["input_ids"].numel())

@@ -163,25 +163,30 @@ def auto_class(info: ModelInfo) -> Any:
     return AutoModelForSequenceClassification if info.kind == "encoder" else AutoModelForCausalLM
 
 
-def from_config(config: Any, info: ModelInfo, num_labels: int, dtype: "torch.dtype", device: "torch.device") -> "nn.Module":
-    """The architecture with fresh weights on `device` (the meta device: no memory at all)."""
+def from_config(config: Any, info: ModelInfo, num_labels: int, dtype: "torch.dtype", device: "torch.device",
+                attention: dict[str, Any] | None = None) -> "nn.Module":
+    """The architecture with fresh weights on `device` (the meta device: no memory at all);
+    `attention` may name the attention implementation (`attn_implementation`)."""
     import torch
 
     if info.kind == "encoder":
         config.num_labels = num_labels
     with torch.device(device):
-        return auto_class(info).from_config(config, dtype=dtype)
+        return auto_class(info).from_config(config, dtype=dtype, **(attention or {}))
 
 
 def load_model(spec: ModelSpec, config: Any, info: ModelInfo, num_labels: int, dtype: "torch.dtype",
-               device: "torch.device", load_kwargs: dict[str, Any]) -> "nn.Module":
-    """Load (or build) the model for a cell, with a classification head on encoders."""
+               device: "torch.device", load_kwargs: dict[str, Any],
+               attention: dict[str, Any] | None = None) -> "nn.Module":
+    """Load (or build) the model for a cell, with a classification head on encoders; `attention` may
+    name the attention implementation."""
     auto = auto_class(info)
     if info.kind == "encoder":
         config.num_labels = num_labels
     location, extra = source(spec)
     if location is None and not load_kwargs:
-        return from_config(config, info, num_labels, dtype, device)
+        return from_config(config, info, num_labels, dtype, device, attention)
+    load_kwargs = {**load_kwargs, **(attention or {})}
     if location is None:
         # Quantized loading goes through from_pretrained: write the random weights once, then load.
         with tempfile.TemporaryDirectory(prefix="bench-random-") as tmp:

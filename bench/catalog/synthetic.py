@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 
 from bench.catalog.tasks import Example, Task, make_task, register_task
+from bench.errors import require
 
 _POS = "good great fine nice happy best love fun superb bright".split()
 _NEG = "bad poor awful sad worst hate dull boring weak grim".split()
@@ -25,6 +26,12 @@ class SyntheticOptions:
     test_size: int = 256
     validation_size: int = 256
     words: int = 512  # long enough to fill any seq_len, so every token is real
+    min_words: int | None = None  # each sentence draws its length from [min_words, words]; None: all `words`
+
+    def __post_init__(self) -> None:
+        require(self.words > 0, "words", self.words, "must be a positive integer")
+        require(self.min_words is None or 1 <= self.min_words <= self.words, "min_words", self.min_words,
+                f"must be between 1 and words ({self.words})")
 
     def load(self) -> Task:
         rng = random.Random(1234)  # fixed: every cell sees the same data; the cell seed orders it
@@ -37,7 +44,8 @@ class SyntheticOptions:
                 words = [None] * (2 * half)
                 words[0::2] = rng.choices(_POS if label else _NEG, k=half)
                 words[1::2] = rng.choices(_FILL, k=half)
-                out.append(Example(" ".join(words[: self.words]), label))
+                n = self.words if self.min_words is None else rng.randint(self.min_words, self.words)
+                out.append(Example(" ".join(words[:n]), label))
             return out
 
         train, test = make(self.train_size), make(self.test_size)

@@ -23,7 +23,7 @@ from bench.exec.launchers import CellLauncher
 from bench.exec.lock import RunLock
 from bench.results import store
 from bench.results.record import Record
-from bench.spec import Cell
+from bench.spec import RECIPE_DEFAULTS, Cell
 
 
 class Launcher(Protocol):
@@ -44,7 +44,8 @@ def plan_lines(matrix: Matrix, cells: list[Cell]) -> list[str]:
         s = c.settings
         lines.append(f"  {c.cell_id}  {c.name}  method={c.method.method} {json.dumps(c.method.options)} "
                      f"steps={s.warmup_steps}+{s.steps} lr={s.lr:g} precision={s.precision} "
-                     f"optimizer={s.optimizer} checkpointing={s.gradient_checkpointing}")
+                     f"optimizer={s.optimizer} checkpointing={s.gradient_checkpointing}"
+                     + "".join(f" {k}={v}" for k, v in c.identity()["settings"].items() if k in RECIPE_DEFAULTS))
     return lines
 
 

@@ -129,7 +129,7 @@ def logical_quantized_linears(model: Any) -> Iterator[int]:
 
 
 def count_step_flops(model: Any, batch: dict[str, Any], autocast: Callable[[], ContextManager[Any]],
-                     params: list[Any]) -> int:
+                     params: list[Any], loss_fn: Callable[[Any, dict[str, Any]], Any] | None = None) -> int:
     """FLOPs of one forward and backward on `batch` (quantized linears counted from their logical
     shapes); gradients are cleared afterwards."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -138,7 +138,7 @@ def count_step_flops(model: Any, batch: dict[str, Any], autocast: Callable[[], C
     try:
         with logical_quantized_linears(model), counter:
             with autocast():
-                loss = model(**batch).loss
+                loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
             loss.backward()
     finally:
         for p in params:

@@ -75,6 +75,8 @@ def predict(cell: Cell, device_type: str = "cuda", padded: bool = False) -> dict
     if not built.trainable:
         notes.append("the method trains nothing: no training peak to predict")
         return out
+    if settings.padding != "max_length":
+        notes.append(f"padding = {settings.padding!r}: predicted for rows of seq_len, an upper bound")
     acts = activations(built, BatchShape(settings.batch_size, positions, padded), device_type)
     _peak(out, acts, settings, built.plan.ctx.model.kind == "causal")
     if managed:

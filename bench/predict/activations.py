@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bench.predict.linears import (LinearFacts, Runtime, SavedPerToken, linear_facts, save_linear_inputs,
                                    trainable_linears)
+from bench.predict.static import loss_bytes
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,7 +25,8 @@ FORMULA = ("Llama-style decoder, per layer per token (Korthikanti et al. 2022 ad
            "act, up (3I); padded rows: K/V repeated to every head and a (b,1,s,s) mask per layer; checkpointing "
            "keeps each layer's input only. Plus the bf16 weight copies autocast keeps "
            "for the backward, and 12 bytes x vocab per position for the loss (fp32 log-probs, their gradient and "
-           "the logits' gradient)")
+           "the logits' gradient; loss = chunked: one slice's worth; liger: the input's gradient only); "
+           "activation_offload on CUDA: saved tensors in CPU memory, one layer's at a time on the device")
 GENERIC = ("generic transformer (Korthikanti et al. 2022): s*b*h*(34 + 5as/h) bytes per layer at 16 bits, in the "
            "activation dtype, the 5as/h term only where the attention kernel keeps probabilities; frozen weights not "
            "modelled")
@@ -218,7 +220,10 @@ def _generic(built: MetaBuilt, shape: BatchShape, stream_bytes: int, tokens: int
         per_token += heads * shape.positions * (act_bytes + (mask_bytes + act_bytes if attn_p > 0 else 0))
     num_layers = int(config.num_hidden_layers)
     if settings.gradient_checkpointing:
-        return Activations(tokens * stream_bytes * hidden * num_layers, 0, loss, tokens * per_token, GENERIC)
+        every = settings.checkpoint_every
+        kept = -(-num_layers // every)  # checkpointed layers keep their input, the others everything
+        return Activations(tokens * (stream_bytes * hidden * kept + per_token * (num_layers - kept)), 0, loss,
+                           tokens * per_token, GENERIC)
     casts = _weight_casts(built, set()) if settings.precision == "bf16-mixed" else 0
     return Activations(tokens * per_token * num_layers, casts, loss, 0, GENERIC)
 
@@ -248,14 +253,16 @@ def _layers_saved(inputs: LayerInputs, layers: Any, outside: set[int]) -> tuple[
     return saved, per_layer_max, no_grad_linears
 
 
-def _layer_inputs_only(saved: SavedPerToken, num_layers: int, input_bytes: int) -> SavedPerToken:
-    """What gradient checkpointing keeps: each layer's input instead of its saved tensors."""
+def _layer_inputs_only(saved: SavedPerToken, num_layers: int, input_bytes: int, every: int = 1) -> SavedPerToken:
+    """What gradient checkpointing keeps: each checkpointed layer's (every `every`-th) input instead
+    of its saved tensors; the other layers keep theirs."""
+    checkpointed = {f"L{i}." for i in range(0, num_layers, every)}
     kept = SavedPerToken()
     for key, value in saved.items.items():
-        if not key.startswith("L"):
+        if not any(key.startswith(prefix) for prefix in checkpointed):
             kept.add(key, value)
-    for i in range(num_layers):
-        kept.add(f"L{i}.input", input_bytes)
+    for prefix in sorted(checkpointed):
+        kept.add(f"{prefix}input", input_bytes)
     return kept
 
 
@@ -266,7 +273,8 @@ def activations(built: MetaBuilt, shape: BatchShape, device_type: str = "cuda") 
     runtime = Runtime(autocast=settings.precision == "bf16-mixed", cuda=device_type == "cuda")
     stream_bytes = model.get_input_embeddings().weight.element_size()  # the residual stream's dtype
     tokens = settings.batch_size * shape.positions
-    loss = 12 * size.vocab * tokens if built.plan.ctx.model.kind == "causal" else 0
+    causal = built.plan.ctx.model.kind == "causal"
+    loss = loss_bytes(settings, size.vocab, size.hidden, stream_bytes, tokens) if causal else 0
     layers = _decoder_layers(model, int(model.config.num_hidden_layers))
     if layers is None or not all(_has_submodule(layers[0], p) for p in [*LLAMA_LINEARS.values(), *LLAMA_NORMS]):
         return _generic(built, shape, stream_bytes, tokens, loss, runtime.cuda)
@@ -275,11 +283,14 @@ def activations(built: MetaBuilt, shape: BatchShape, device_type: str = "cuda") 
     inputs = LayerInputs(built, shape, runtime, stream_bytes)
     saved, per_layer_max, no_grad_linears = _layers_saved(inputs, layers, outside)
     if settings.gradient_checkpointing:  # each checkpointed layer keeps only its input (the stream)
-        saved = _layer_inputs_only(saved, len(layers), stream_bytes * size.hidden)
+        saved = _layer_inputs_only(saved, len(layers), stream_bytes * size.hidden, settings.checkpoint_every)
     _norm_saved(saved, "final", final, size.hidden, stream_bytes, True)
     if head is not None:
         save_linear_inputs(saved, "final.out", stream_bytes,
                            {"lm_head": linear_facts(head, built.quantized, runtime.autocast)}, "", runtime)
     casts = _weight_casts(built, no_grad_linears) if runtime.autocast and not settings.gradient_checkpointing else 0
-    return Activations(round(saved.total() * tokens), casts, loss,
-                       round(per_layer_max * tokens) if settings.gradient_checkpointing else 0, FORMULA)
+    recompute = round(per_layer_max * tokens) if settings.gradient_checkpointing else 0
+    saved_bytes = round(saved.total() * tokens)
+    if settings.activation_offload and runtime.cuda:  # saved tensors wait in CPU memory
+        saved_bytes, recompute = 0, max(recompute, round(per_layer_max * tokens))
+    return Activations(saved_bytes, casts, loss, recompute, FORMULA)

@@ -15,7 +15,7 @@ Exact arithmetic on facts read off the (meta) model:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     import torch
@@ -72,3 +72,15 @@ def optimizer_bytes(trainable: Iterable[torch.Tensor], optimizer: str, device_ty
         else:
             device += moments
     return device + (2 * 256 * 4 if shared_maps else 0), managed
+
+
+def loss_bytes(settings: Any, vocab: int, hidden: int, stream_bytes: int, tokens: int) -> int:
+    """The loss' temporaries at the start of the backward, by `loss`: the standard one keeps fp32
+    log-probabilities, their gradient and the logits' gradient (12 bytes x vocab per position); the
+    chunked one only one slice's worth (its logits are recomputed slice by slice in backward); Liger's
+    fused one no logits at all, only the input gradient it computes in the forward."""
+    if settings.loss == "chunked":
+        return 12 * vocab * -(-tokens // settings.loss_chunks)
+    if settings.loss == "liger":
+        return stream_bytes * hidden * tokens
+    return 12 * vocab * tokens

@@ -125,6 +125,9 @@ class Time(Block):
     train_s: float | None = None
     eval_s: float | None = None
     eval_examples_per_s: float | None = None
+    padding_fraction: float | None = None  # padding positions / all positions of the timed steps
+    compile_s: float | None = None  # time compilation added to the compile warm-up (not in any step time)
+    compile_warmup_steps: int | None = None  # steps the compiled model took to run steadily
 
 
 @dataclass
@@ -210,6 +213,8 @@ class Record(Block):
     name: str | None = None
     matrix: str | None = None
     variant: str | None = None
+    ladder: str | None = None  # the recipe ladder the cell's method row is a rung of
+    rung: int | None = None
     method: str | None = None
     method_config: dict[str, Any] | None = None
     model: str | None = None

@@ -12,8 +12,9 @@ from typing import Any, Iterator
 
 import torch
 
-from bench import optim
-from bench.loop import Instruments, LoopState, NoProgress, NoWatch, Progress, train
+from bench import optim, recipe
+from bench.catalog.batches import positions, real_tokens
+from bench.loop import Instruments, LoopState, NoProgress, NoWatch, Progress, Step, StepLoss, train, warm_until_steady
 from bench.measure import flops
 from bench.measure.accuracy import evaluate
 from bench.measure.breakdown import PeakWatch, breakdown, gradient_bytes
@@ -35,34 +36,50 @@ def run(s: Session, loop: LoopState) -> None:
     forgetting = Forgetting(rec.quality, s.plan.ctx.model.kind, True, s.plan.ctx.model.random_weights, settings)
     forgetting.measure("before", s.model, built.batcher.tok, settings, device, s.autocast)
     s.at("training")
-    batches = _train(s, loop)
-    # after the peak and the timings are read: an extra forward/backward, no optimizer step
-    s.at("count")
-    rec.flops.set(**_count(s, batches[settings.warmup_steps]))
-    del batches
+    loss, restore = recipe.step_loss(s.model, settings)
+    try:
+        batches = _train(s, loop, loss)
+        # after the peak and the timings are read: an extra forward/backward, no optimizer step
+        s.at("count")
+        rec.flops.set(**_count(s, batches[settings.warmup_steps], loss))
+        del batches
+    finally:
+        restore()  # the LM head back in place for evaluation
     s.at("evaluation")
     forgetting.measure("after", s.model, built.batcher.tok, settings, device, s.autocast)
     evaluate_after(s, eval_set)
 
 
-def _train(s: Session, loop: LoopState) -> list[dict[str, torch.Tensor]]:
-    """The timed steps; returns the batches (the FLOP count reuses the first timed one)."""
+def _train(s: Session, loop: LoopState, loss: StepLoss) -> list[dict[str, torch.Tensor]]:
+    """The timed steps; returns the batches (the FLOP count reuses the first timed one). A compiled
+    model first steps on the warm-up batches until its steps are steady (compilation and
+    recompilation happen there), then trains as any model does: warm-up steps, timed steps."""
     rec, settings, built, device = s.rec, s.settings, s.built, s.device
     opt, opt_info = optim.build_optimizer(built.trainable, settings, device)
     rec.optimizer.set(**opt_info)
     total_steps = settings.warmup_steps + settings.steps
-    batches = list(built.batcher.train_batches(settings.batch_size, total_steps, s.cell.seed, device))
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches[settings.warmup_steps:])
+    batches = list(built.batcher.train_batches(settings.batch_size, total_steps, s.cell.seed, device,
+                                               settings.padding))
+    timed = batches[settings.warmup_steps:]
+    tokens = sum(real_tokens(b) for b in timed)
     s.padded = tokens < settings.steps * settings.batch_size * settings.seq_len
+    step = Step(recipe.compiled(s.model, settings), opt, built.trainable, settings,
+                recipe.forward_context(settings, s.autocast, device), loss)
     timer = StepTimer(device)
     with _step_bar(total_steps, s.cell.name) as bar:
         s.memory.reset()  # the optimizer state's first allocation belongs to training's peak
+        compile_times = warm_until_steady(step, batches[:max(1, settings.warmup_steps)],
+                                          lambda: _clock(device)) if settings.compile != "off" else []
         watch = PeakWatch(device) if s.memory.cuda else NoWatch()
         t0 = _clock(device)
-        train(s.model, opt, batches, settings, built.trainable, loop, Instruments(timer, watch, bar), s.autocast)
+        train(step, batches, loop, Instruments(timer, watch, bar))
         train_s = _clock(device) - t0
     rec.memory.set(**s.memory.read())
-    rec.time.set(**summarize(timer.step_s(), tokens), train_s=train_s)
+    rec.time.set(**summarize(timer.step_s(), tokens), train_s=train_s,
+                 padding_fraction=1 - tokens / max(1, sum(positions(b) for b in timed)))
+    if compile_times:
+        rec.time.set(compile_warmup_steps=len(compile_times),
+                     compile_s=max(0.0, sum(compile_times) - len(compile_times) * (rec.time.step_s_median or 0.0)))
     losses = [float(x) for x in loop.losses.cpu()]
     rec.quality.set(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
     state = optim.state_bytes(opt)
@@ -73,11 +90,12 @@ def _train(s: Session, loop: LoopState) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
-def _count(s: Session, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The `flops` block, counted on one extra forward and backward (see bench/measure/flops.py)."""
+def _count(s: Session, batch: dict[str, torch.Tensor], loss: StepLoss) -> dict[str, Any]:
+    """The `flops` block, counted on one extra forward and backward of the eager model, through the
+    step's own loss (see bench/measure/flops.py)."""
     count, note = None, None
     try:
-        count = flops.count_step_flops(s.model, batch, s.autocast, s.built.trainable)
+        count = flops.count_step_flops(s.model, batch, s.autocast, s.built.trainable, loss)
     except Exception as exc:  # noqa: BLE001 - out of memory or an op the counter cannot take: a note
         note = f"FLOPs not counted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     return flops.flops_record(count, s.rec.time.step_s_median, s.rec.device.name, s.rec.device.kind == "cuda",

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.errors import ConfigError
 from bench.exec.launchers import CellLauncher, spawn
 from bench.exec.worker import redirect_to_log, write_json
 from bench.spec import Cell
@@ -28,7 +29,7 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
 
     import torch
 
-    from bench import build, optim
+    from bench import build, optim, recipe
     from bench.measure.memory import (
         peak_rss_bytes,
         reset_peak_rss,
@@ -45,13 +46,15 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
     built = build.build(build.plan(cell, device))
     model, params = built.model, built.trainable
     opt, _ = optim.build_optimizer(params, s, device)
-    batches = list(built.batcher.train_batches(s.batch_size, s.warmup_steps + s.steps, cell.seed, device))
+    batches = list(built.batcher.train_batches(s.batch_size, s.warmup_steps + s.steps, cell.seed, device,
+                                               s.padding))
+    step_loss, _ = recipe.step_loss(model, s)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16-mixed"
-                else contextlib.nullcontext)
+    autocast = recipe.forward_context(s, (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+                                      if s.precision == "bf16-mixed" else contextlib.nullcontext, device)
     model.train()
     reset_peak_rss()
     marks: list[Any] = []
@@ -59,7 +62,7 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
         if i >= s.warmup_steps:
             marks.append(_mark(cuda))
         with autocast():
-            loss = model(**batch).loss
+            loss = step_loss(model, batch)
         loss.backward()
         if s.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
@@ -121,7 +124,11 @@ def run_harness(cell: Cell, work_dir: Path) -> dict[str, Any]:
 
 
 def selfcheck_cell(cell: Cell, steps: int | None = None) -> Cell:
-    """The cell as both sides run it: evaluation off, optionally more steps."""
+    """The cell as both sides run it: evaluation off, optionally more steps. A compiled cell is
+    refused: the harness steps it until steady before its warm-up, which a bare loop would not."""
+    if cell.settings.compile != "off":
+        raise ConfigError(f"selfcheck: cell {cell.name} has compile = {cell.settings.compile!r}; the overhead "
+                          "check compares uncompiled loops (choose a cell with compile = 'off')")
     overrides: dict[str, Any] = {"eval_examples": 0}
     if steps:
         overrides["steps"] = steps

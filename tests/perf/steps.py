@@ -16,7 +16,7 @@ import torch
 
 from bench import build
 from bench.errors import UnsupportedError
-from bench.loop import Instruments, LoopState, NoWatch, train
+from bench.loop import Instruments, LoopState, NoWatch, Step, train
 from bench.measure.accuracy import evaluate
 from bench.measure.breakdown import PeakWatch
 from bench.measure.memory import MemoryTracker
@@ -82,8 +82,10 @@ def _train_step(b: build.Built, stack: ExitStack) -> StepCase:
     timer = StepTimer(device)
     watch = PeakWatch(device) if memory.cuda else NoWatch()
 
+    one = Step(b.model, opt, b.trainable, s)
+
     def step() -> None:
-        train(b.model, opt, [batch], s, b.trainable, LoopState(), Instruments(timer, watch))
+        train(one, [batch], LoopState(), Instruments(timer, watch))
         _sync(device)
 
     return StepCase(b, step, "train_step", s.batch_size)

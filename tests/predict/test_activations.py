@@ -78,3 +78,14 @@ def test_padded_rows_bring_a_mask_and_repeated_heads(precision: str) -> None:
     ids_and_labels = 2 * INT64_BYTES * tokens
     assert p["detail"]["saved_bytes"] + 4 * VOCAB * tokens + ids_and_labels == pytest.approx(measured, rel=0.01)
     assert p["detail"]["saved_bytes"] > predict(c, "cpu")["detail"]["saved_bytes"]
+
+
+def test_recipe_axes_move_the_prediction_the_way_they_move_memory() -> None:
+    def acts(**settings: Any) -> dict[str, int]:
+        return predict(cell("lora", options={"r": 4}, batch_size=4, seq_len=64, **settings), "cpu")["detail"]
+
+    plain, every2, every1 = acts(), acts(gradient_checkpointing=2), acts(gradient_checkpointing=True)
+    assert every1["saved_bytes"] < every2["saved_bytes"] < plain["saved_bytes"]
+    chunked = acts(loss="chunked", loss_chunks=4)
+    assert chunked["loss_bytes"] == plain["loss_bytes"] // 4 and chunked["saved_bytes"] == plain["saved_bytes"]
+    assert acts(activation_offload=True)["saved_bytes"] == plain["saved_bytes"]  # on the CPU, nothing moves

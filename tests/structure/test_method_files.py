@@ -73,6 +73,10 @@ def _mentions(module: ast.Module, names: set[str]) -> list[tuple[int, str]]:
     return found
 
 
+# Words that are a method's name but mean something else where they stand (module -> the hits).
+NOT_METHODS = {"bench.config": {"the string 'full'"}}  # activation_checkpointing = "full": every layer
+
+
 def test_the_harness_names_no_method() -> None:
     names = set(load_methods())
     problems = []
@@ -80,6 +84,8 @@ def test_the_harness_names_no_method() -> None:
         if not name.startswith("bench"):
             continue
         for line, what in _mentions(source.tree(name), names):
+            if what in NOT_METHODS.get(name, set()):
+                continue
             problems.append(f"  {path.relative_to(ROOT)}:{line} names a method: {what}")
     assert not problems, "\n".join(problems)
 
