@@ -14,6 +14,7 @@ from matplotlib.figure import Figure as MplFigure
 from bench.report.bars import accuracy_chart, memory_chart, speed_chart
 from bench.report.data import RunData
 from bench.report.document import Figure
+from bench.report.ladder import ladder_chart
 from bench.report.points import loss_chart, pareto_chart
 from bench.report.style import CHART_FORMATS, method_colours, save, style, svg_text
 
@@ -38,6 +39,9 @@ CHARTS = [
     Chart("accuracy", accuracy_chart, "no ok cell recorded an accuracy",
           "Accuracy per variant: mean with 95% t-interval over seeds where there are several; circles "
           "are single seeds."),
+    Chart("ladder", ladder_chart, "no ladder in this run (method rows with a `ladder` name)",
+          "Recipe ladders: each rung adds one technique to the rung above (the table says which); peak "
+          "training memory and real (non-padding) tokens per second, seeds averaged."),
     Chart("loss", loss_chart, "no cell recorded per-step training losses",
           "Training loss at every step, warm-up included; a cross marks where a failed cell stopped."),
 ]

@@ -10,6 +10,8 @@ from bench.report.cells import UNITS_NOTE
 from bench.report.charts import Skipped
 from bench.report.data import RunData
 from bench.report.document import Block, Bullets, Code, Document, Figure, Pairs, Section, Terms, Text
+from bench.report.ladder import ladders
+from bench.report.ladder import table as ladder_table
 from bench.report.tables import cells_table, failed_table, summary_table, tracebacks
 from bench.results.record import Record
 
@@ -84,6 +86,13 @@ def _failures(data: RunData) -> list[Section]:
     return out
 
 
+def _ladders(data: RunData) -> list[Section]:
+    """A section per recipe ladder: each rung adds one technique; Δ is against the nearest rung above
+    that finished."""
+    return [Section(f"Ladder '{ladder}': {model} on {task} (seeds averaged; Δ against the rung above)",
+                    [ladder_table(rungs)]) for (ladder, model, task), rungs in ladders(data).items()]
+
+
 def chart_blocks(charts: Sequence[Figure | Skipped]) -> list[Block]:
     """Drawn charts as figures; skipped ones as notes saying why, consecutive ones in one list."""
     out: list[Block] = []
@@ -106,8 +115,9 @@ def describe(data: RunData, charts: Sequence[Figure | Skipped]) -> Document:
     if data.skipped_torn:
         sections.append(Section(None, [Text(TORN, note=True)]))
     if len(data.groups):
-        sections += [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data)]),
-                     Section("Cells", [cells_table(data)])]
+        sections += [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data)])]
+        sections += _ladders(data)
+        sections.append(Section("Cells", [cells_table(data)]))
     sections += _failures(data)
     sections.append(Section("Charts", chart_blocks(charts), empty="No charts were asked for."))
     env = flatten(data.env)
