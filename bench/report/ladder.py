@@ -17,6 +17,7 @@ from bench.report.data import RunData
 from bench.report.document import Table
 from bench.report.style import GIB_LABEL, new_figure
 from bench.results.record import Record
+from bench.spec import RECIPE_DEFAULTS
 
 DASH = "–"
 # What "adds" leaves out: settings that do not change the recipe, only how much is run or measured.
@@ -38,8 +39,18 @@ class Rung:
     compile_s: float
 
 
+def _checkpointing(value: Any) -> Any:
+    """Records keep `gradient_checkpointing` (false, true, k); the ladder says it as the matrix does."""
+    if value is None or isinstance(value, bool):
+        return "full" if value else "off"
+    return value
+
+
 def _recipe(rec: Record) -> dict[str, Any]:
-    settings = {k: v for k, v in (rec.settings or {}).items() if k not in NOT_RECIPE}
+    # a recipe axis a record lacks was at its default (records written before the axis existed)
+    settings = {k: v for k, v in {**RECIPE_DEFAULTS, **(rec.settings or {})}.items() if k not in NOT_RECIPE}
+    if "gradient_checkpointing" in settings:
+        settings["activation_checkpointing"] = _checkpointing(settings.pop("gradient_checkpointing"))
     options = {f"{rec.method}.{k}": v for k, v in (rec.method_config or {}).items()}
     return {"method": rec.method, **options, **settings}
 
@@ -133,6 +144,8 @@ def table(rungs: list[Rung]) -> Table:
         "Accuracy (%)": [_fmt(v, 1) for v in f["accuracy_%"]],
         "Padding (%)": [_fmt(v, 1) for v in f["padding_%"]],
     })
+    if f["compile_s"].notna().any():  # compilation, apart from the step times
+        shown["Compile (s)"] = [_fmt(v, 1) for v in f["compile_s"]]
     return Table(shown, sortable=False)
 
 

@@ -54,7 +54,7 @@ def test_rungs_say_what_they_add_and_change_against_the_rung_above(tmp_path: Pat
     assert rungs[1].adds.startswith("method = lora") and "lora.r = 8" in rungs[1].adds
     assert rungs[2].adds == "padding = packed"
     assert rungs[3].adds == "compile = default" and rungs[3].status == "error"
-    assert rungs[4].adds == "gradient_checkpointing = True, compile = None"  # what the row really changes
+    assert rungs[4].adds == "compile = off, activation_checkpointing = full"  # what the row really changes
     f = frame(rungs)
     assert f["peak_mem_change_%"][2] == pytest.approx(100 * (0.9 / 1.0 - 1), abs=0.5)
     assert math.isnan(f["peak_mem_GiB"][3])
