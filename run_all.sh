@@ -3,8 +3,9 @@
 #   ./run_all.sh            the default matrix (gpu on a CUDA machine, cpu elsewhere) and its report
 #   ./run_all.sh test       the test suite (GPU tests run too where CUDA exists)
 #   ./run_all.sh perf       the pytest-benchmark step benchmarks (tests/perf), JSON into reports/perf/
-#   ./run_all.sh smoke      the two-minute smoke matrix and its report
-#   ./run_all.sh gpu-check  GPU tests + the offline gpu matrix's Llama-3.2-1B rows -> reports/reference/<gpu>/
+#   ./run_all.sh smoke      the smoke matrix (every method and recipe axis, tiny models) and its report
+#   ./run_all.sh gpu-check  GPU tests + the offline gpu matrix's Llama-3.2-1B rows and LoRA ladder
+#                           -> reports/reference/<gpu>/
 #   ./run_all.sh MATRIX     any built-in matrix name or TOML path, and its report
 #   ./run_all.sh lock       rewrites requirements.lock and requirements-models.lock from the newest
 #                           releases pyproject.toml allows (in a throwaway venv)
@@ -295,15 +296,18 @@ drift_test() {
   exit "$rc"
 }
 
-# The reference run for this GPU: GPU tests, then the offline gpu matrix's Llama-3.2-1B rows (about
-# 8 minutes on an H100/H200), its report, and a copy under reports/reference/<gpu>/ to commit.
+# The reference run for this GPU: GPU tests, then the offline gpu matrix's Llama-3.2-1B rows but the
+# full and QLoRA ladders' upper rungs (those run with `./run_all.sh gpu`), its report, and a copy under
+# reports/reference/<gpu>/ to commit. The LoRA ladder stays: it answers whether the best LoRA recipe
+# steps in 0.8x the plain full fine-tuning step.
 gpu_check() {
   has_cuda || { log "gpu-check needs a CUDA GPU; this machine has none"; exit 2; }
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
   local gpu out="reports/runs/gpu-check"
   gpu=$("$PY" -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name(0).lower()).strip('-'))")
   "$PY" -m pytest -q -m gpu tests
-  "$PY" -m bench run gpu --only "llama-3.2-1b/*" --out "$out" "$@"
+  "$PY" -m bench run gpu --only "llama-3.2-1b/[!l]*" --only "llama-3.2-1b/lora*" \
+    --only "llama-3.2-1b/ladder-lora*" --out "$out" "$@"
   "$PY" -m bench report "$out"
   mkdir -p "reports/reference/$gpu"
   cp "$out/results.jsonl" "$out/env.json" "reports/reference/$gpu/"

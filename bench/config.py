@@ -24,10 +24,13 @@ class Matrix:
     cells: list[Cell]
     jobs: int = 1  # cells run at once on a CPU machine (timings are then contended: smoke runs only)
 
-    def select(self, pattern: str | None) -> list[Cell]:
+    def select(self, pattern: str | list[str] | None) -> list[Cell]:
+        """The cells whose name or variant name matches the glob (any of the globs, given several)."""
         if not pattern:
             return list(self.cells)
-        return [c for c in self.cells if fnmatch.fnmatch(c.name, pattern) or fnmatch.fnmatch(c.method.name, pattern)]
+        globs = [pattern] if isinstance(pattern, str) else pattern
+        return [c for c in self.cells
+                if any(fnmatch.fnmatch(c.name, g) or fnmatch.fnmatch(c.method.name, g) for g in globs)]
 
 
 TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings", "jobs"}

@@ -102,6 +102,7 @@ def test_select_takes_a_glob_over_cell_or_variant_names(tmp_path: Path) -> None:
     assert {c.method.name for c in m.select("full-bf16")} == {"full-bf16"}
     assert {c.settings.batch_size for c in m.select("*/b4x*")} == {4}
     assert m.select("nothing") == []
+    assert {c.method.name for c in m.select(["full-bf16", "lo*"])} == {"full-bf16", "lora"}  # any of several
 
 
 def test_restrictions_pick_model_tasks_and_method_models(tmp_path: Path) -> None:

@@ -19,14 +19,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def select_cells(matrix_name: str, only: str | None) -> tuple[Any, list[Any]]:
-    """(matrix, its cells matching --only); an error when none matches."""
+def select_cells(matrix_name: str, only: str | list[str] | None) -> tuple[Any, list[Any]]:
+    """(matrix, its cells matching --only, or any of several); an error when none matches."""
     from bench import config
 
     matrix = config.load_matrix(matrix_name)
     cells = matrix.select(only)
     if not cells:
-        raise BenchError(f"--only {only!r} matches no cell of matrix {matrix.name!r}")
+        said = " ".join(f"--only {g!r}" for g in ([only] if isinstance(only, str) else only or []))
+        raise BenchError(f"{said} matches no cell of matrix {matrix.name!r}")
     return matrix, cells
 
 

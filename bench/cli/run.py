@@ -122,7 +122,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("matrix")
     r.add_argument("--out", help="run directory (default: reports/runs/MATRIX); rerunning into it resumes")
     r.add_argument("--force", action="store_true", help="rerun cells already recorded ok")
-    r.add_argument("--only", help="glob over cell names (model/variant/task/bBxS/seedN) or variant names")
+    r.add_argument("--only", action="append",
+                   help="glob over cell names (model/variant/task/bBxS/seedN) or variant names; "
+                        "repeat it to run the cells matching any of them")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; load nothing")
     r.add_argument("--gpus", help="'all' or indices like 0,1: one worker per GPU, cells spread across them")
     r.add_argument("--allow-busy-gpu", action="store_true",
