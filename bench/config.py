@@ -36,7 +36,8 @@ class Matrix:
 TOP_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "defaults", "settings", "jobs"}
 
 
-METHOD_KEYS = {"name", "method", "options", "settings", "models", "ladder"}
+METHOD_KEYS = {"name", "method", "options", "settings", "models", "ladder", "sweep"}
+SWEEP_LIMIT = 64  # grid points per method row
 
 
 def _check_subset(only: Any, names: list[str], where: str, kind: str) -> None:
@@ -84,6 +85,47 @@ def _list(doc: dict[str, Any], key: str, where: str) -> list[Any]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: {key} = {value!r} must be a non-empty list")
     return value
+
+
+def _sweep(sweep: Any, config_cls: type, options: dict[str, Any], overrides: dict[str, Any], where: str,
+           method: str) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """A method row's grid, `sweep = { lr = [1e-4, 3e-4, 1e-3] }` (a setting or a method option per
+    key, a list of at least two values each): (point, its options, its settings) per point, in the
+    order of the lists, the first key slowest."""
+    option_keys = {f.name for f in dataclasses.fields(config_cls)}
+    setting_keys = {f.name for f in dataclasses.fields(Settings)} | {"activation_checkpointing"}
+    if not isinstance(sweep, dict) or not sweep:
+        raise ConfigError(f"{where} = {sweep!r} must be a table of key = [values], "
+                          "e.g. sweep = { lr = [1e-4, 1e-3] }")
+    for key, values in sweep.items():
+        if key not in option_keys | setting_keys:
+            raise ConfigError(f"{where}: {key!r} is neither a setting nor an option of {method}"
+                              f"{did_you_mean(key, sorted(option_keys | setting_keys))}")
+        if key in options or key in overrides:
+            raise ConfigError(f"{where}: {key} is also set in this row's options or settings; give it in one place")
+        if not isinstance(values, list) or len(values) < 2:
+            raise ConfigError(f"{where}.{key} = {values!r} must be a list of at least two values (one value is "
+                              "a setting, not a sweep)")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(f"{where}.{key} = {values!r} lists a value twice")
+    grid = list(itertools.product(*sweep.values()))
+    if len(grid) > SWEEP_LIMIT:
+        raise ConfigError(f"{where}: {len(grid)} grid points; at most {SWEEP_LIMIT} per row")
+    out = []
+    for values in grid:
+        point = dict(zip(sweep, values))
+        out.append((point, {**options, **{k: v for k, v in point.items() if k in option_keys}},
+                    {**overrides, **{k: v for k, v in point.items() if k not in option_keys}}))
+    return out
+
+
+def _point_name(point: dict[str, Any]) -> str:
+    """lr=0.0003,r=8: what a grid point adds to its row's name."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f"{v:g}" if isinstance(v, float) else str(v).replace("/", "_")
+    return ",".join(f"{k}={fmt(v)}" for k, v in point.items())
 
 
 CHECKPOINTING = {False: False, "off": False, True: True, "full": True}
@@ -182,6 +224,18 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
         rung = None
         if ladder:
             rung = rungs[ladder] = rungs.get(ladder, -1) + 1
+        if "sweep" in row:
+            if ladder:
+                raise ConfigError(f"{mwhere}: a row is a ladder rung or a sweep, not both (give the sweep its own row)")
+            points = _sweep(row["sweep"], cls.Config, options, overrides, f"{mwhere}.sweep", row["method"])
+            for point, point_options, point_settings in points:
+                config = schema.build(cls.Config, point_options, f"{mwhere}.options ({row['method']}) at {point}")
+                method_specs.append(MethodSpec(f"{name}@{_point_name(point)}", row["method"],
+                                               dataclasses.asdict(config), point_settings, sweep=name,
+                                               sweep_point=point))
+                method_models.append(row.get("models"))
+            method_models.pop(-len(points) - 1)  # the row's own entry: its points replace it
+            continue
         method_specs.append(MethodSpec(name, row["method"], dataclasses.asdict(config), overrides, ladder, rung))
     names = [m.name for m in method_specs]
     dupes = sorted({n for n in names if names.count(n) > 1})

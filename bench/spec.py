@@ -110,6 +110,8 @@ class MethodSpec:
     settings: dict[str, Any] = field(default_factory=dict)  # overrides for this row only
     ladder: str | None = None  # the recipe ladder this row is a rung of (a report section; not identity)
     rung: int | None = None  # its place on the ladder, from 0
+    sweep: str | None = None  # the row's name when it is one point of that row's sweep (not identity)
+    sweep_point: dict[str, Any] | None = None  # the swept keys and this point's values
 
 
 @dataclass(frozen=True)
@@ -144,14 +146,15 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.identity(), "variant": self.method.name, "settings_overrides": self.method.settings,
-                "ladder": self.method.ladder, "rung": self.method.rung}
+                "ladder": self.method.ladder, "rung": self.method.rung,
+                "sweep": self.method.sweep, "sweep_point": self.method.sweep_point}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(
             model=ModelSpec(**d["model"]),
             method=MethodSpec(d["variant"], d["method"], d["method_config"], d.get("settings_overrides", {}),
-                              d.get("ladder"), d.get("rung")),
+                              d.get("ladder"), d.get("rung"), d.get("sweep"), d.get("sweep_point")),
             task=TaskSpec(d["task"]["name"], d["task"]["options"]),
             settings=Settings(**d["settings"]),
             seed=d["seed"],

@@ -179,3 +179,49 @@ def test_activation_checkpointing_is_gradient_checkpointing_by_its_new_name(tmp_
 def test_bad_activation_checkpointing_names_the_choices(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_matrix(str(write(tmp_path, GOOD.replace("steps = 2", f"steps = 2\n{line}"))))
+
+
+SWEEP = GOOD.replace('options = { r = 4 }', 'options = { r = 4 }\nsweep = { lr = [1e-4, 3e-4, 1e-3] }')
+
+
+def test_a_sweep_expands_into_one_row_per_grid_point(tmp_path: Path) -> None:
+    cells = load_matrix(str(write(tmp_path, SWEEP))).cells
+    lora = [c for c in cells if c.method.method == "lora"]
+    assert len(cells) == 1 * (3 + 1) * 1 * 2 * 2 and len(lora) == 3 * 2 * 2
+    assert {c.method.name for c in lora} == {"lora@lr=0.0001", "lora@lr=0.0003", "lora@lr=0.001"}
+    assert {c.settings.lr for c in lora} == {1e-4, 3e-4, 1e-3}
+    assert {c.method.sweep for c in lora} == {"lora"} and lora[0].method.sweep_point == {"lr": 1e-4}
+    assert "sweep" not in lora[0].identity()  # a point is the cell it would be as a plain row
+    plain = load_matrix(str(write(tmp_path, GOOD.replace("r = 4 }", "r = 4 }\nsettings = { lr = 3e-4 }")))).cells
+    assert {c.cell_id for c in plain if c.method.method == "lora"} <= {c.cell_id for c in lora}
+
+
+def test_a_sweep_may_take_method_options_and_several_keys(tmp_path: Path) -> None:
+    text = GOOD.replace('options = { r = 4 }', 'sweep = { r = [4, 8], lr = [1e-4, 1e-3] }')
+    lora = [c for c in load_matrix(str(write(tmp_path, text))).cells if c.method.method == "lora"]
+    names = list(dict.fromkeys(c.method.name for c in lora))
+    assert names == ["lora@r=4,lr=0.0001", "lora@r=4,lr=0.001", "lora@r=8,lr=0.0001", "lora@r=8,lr=0.001"]
+    assert {(c.method.options["r"], c.settings.lr) for c in lora} == {(4, 1e-4), (4, 1e-3), (8, 1e-4), (8, 1e-3)}
+
+
+@pytest.mark.parametrize(("sweep", "message"), [
+    ("{ lrr = [1e-4, 1e-3] }", "'lrr' is neither a setting nor an option of lora.*did you mean 'lr'"),
+    ("{ lr = [1e-4] }", "sweep.lr = \\[0.0001\\] must be a list of at least two values"),
+    ("{ lr = 1e-4 }", "must be a list of at least two values"),
+    ("{ lr = [1e-4, 1e-4] }", "lists a value twice"),
+    ("{ r = [4, 8] }", "r is also set in this row's options"),
+    ("{ lr = [1e-4, -1.0] }", "lr = -1.0: must be > 0"),
+    ('{ r = [4, "eight"] }', "r = 'eight' has the wrong type"),
+    ("[1, 2]", "must be a table of key = \\[values\\]"),
+])
+def test_bad_sweeps_name_the_row_key_and_value(tmp_path: Path, sweep: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_matrix(str(write(tmp_path, GOOD.replace('options = { r = 4 }', f'options = {{ r = 4 }}\nsweep = {sweep}'
+                                                     if "r = [" not in sweep or "also" in message
+                                                     else f'sweep = {sweep}'))))
+
+
+def test_a_row_is_a_ladder_rung_or_a_sweep_not_both(tmp_path: Path) -> None:
+    text = SWEEP.replace('options = { r = 4 }', 'options = { r = 4 }\nladder = "x"')
+    with pytest.raises(ConfigError, match="a ladder rung or a sweep, not both"):
+        load_matrix(str(write(tmp_path, text)))

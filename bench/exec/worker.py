@@ -47,6 +47,7 @@ def base_record(cell: Cell, matrix: str) -> Record:
     """The fields every record has, whatever happened to the cell."""
     return Record(cell_id=cell.cell_id, name=cell.name, matrix=matrix, variant=cell.method.name,
                   ladder=cell.method.ladder, rung=cell.method.rung,
+                  sweep=cell.method.sweep, sweep_point=cell.method.sweep_point,
                   method=cell.method.method, method_config=cell.method.options, model=cell.model.name,
                   model_spec=cell.model.record(), task=cell.task.name, task_options=cell.task.options,
                   seed=cell.seed, settings=cell.settings.record(), status="error", started_at=now())

@@ -18,6 +18,7 @@ from bench.report.charts import CAPTIONS, draw
 from bench.report.data import load
 from bench.report.ladder import ladders_csv
 from bench.report.sections import describe
+from bench.report.sweeps import points_csv
 
 __all__ = ["CAPTIONS", "FORMATS", "REPORT_DIR", "render"]
 
@@ -41,8 +42,9 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
 def render(run_dir: Path, formats: Sequence[str] = FORMATS) -> Path:
     """Write the report files asked for into RUN_DIR/report/ and return that folder.
 
-    md: report.md; csv: results.csv (one row per cell), groups.csv (seed groups) and ladders.csv
-    (one row per rung of each recipe ladder, where the run has ladders); tex: table.tex;
+    md: report.md; csv: results.csv (one row per cell), groups.csv (seed groups), ladders.csv
+    (one row per rung of each recipe ladder, where the run has ladders) and sweeps.csv (one row per
+    grid point of each sweep, where it has sweeps); tex: table.tex;
     html: report.html; png/svg/pdf: one file per chart. Raises ResultsFileError when the results
     cannot be read and ConfigError for an unknown format.
     """
@@ -57,11 +59,11 @@ def render(run_dir: Path, formats: Sequence[str] = FORMATS) -> Path:
     if "csv" in formats:
         (out / "results.csv").write_text(tables.cells_csv(data), encoding="utf-8")
         (out / "groups.csv").write_text(tables.groups_csv(data), encoding="utf-8")
-        ladder_rows = ladders_csv(data)
-        if ladder_rows:
-            (out / "ladders.csv").write_text(ladder_rows, encoding="utf-8")
-        else:  # a stale one from an earlier render would contradict this report
-            (out / "ladders.csv").unlink(missing_ok=True)
+        for name, rows in (("ladders.csv", ladders_csv(data)), ("sweeps.csv", points_csv(data))):
+            if rows:
+                (out / name).write_text(rows, encoding="utf-8")
+            else:  # a stale one from an earlier render would contradict this report
+                (out / name).unlink(missing_ok=True)
     if "tex" in formats:
         (out / "table.tex").write_text(tables.latex(data), encoding="utf-8")
     if "md" in formats:

@@ -5,6 +5,7 @@ every table and chart shows the same number. Absent fields become NaN or "", nev
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from typing import Any
@@ -79,7 +80,8 @@ def _identity(rec: Record) -> dict[str, Any]:
         "activation_offload": settings.get("activation_offload", False),
         "compile": settings.get("compile", "off"), "attn_implementation": settings.get("attn_implementation") or "",
         "loss": settings.get("loss", "standard"), "padding": settings.get("padding", "max_length"),
-        "ladder": str(rec.ladder or ""), "rung": num(rec.rung),
+        "ladder": str(rec.ladder or ""), "rung": num(rec.rung), "sweep": str(rec.sweep or ""),
+        "sweep_point": json.dumps(rec.sweep_point, sort_keys=True) if rec.sweep_point else "",
         "device": rec.device.name or rec.device.kind or "",
         "status": str(rec.status), "failed_phase": str(rec.failed_phase or ""),
         "failed_step": num(rec.failed_step), "error": rec.error or "", "traceback": str(rec.traceback or ""),

@@ -12,6 +12,8 @@ from bench.report.data import RunData
 from bench.report.document import Block, Bullets, Code, Document, Figure, Pairs, Section, Terms, Text
 from bench.report.ladder import ladders
 from bench.report.ladder import table as ladder_table
+from bench.report.sweeps import sweeps
+from bench.report.sweeps import table as sweep_table
 from bench.report.tables import cells_table, failed_table, summary_table, tracebacks
 from bench.results.record import Record
 
@@ -93,6 +95,16 @@ def _ladders(data: RunData) -> list[Section]:
                     [ladder_table(rungs)]) for (ladder, model, task), rungs in ladders(data).items()]
 
 
+def _sweeps(data: RunData) -> list[Section]:
+    found = sweeps(data)
+    if not found:
+        return []
+    return [Section("Sweeps (best, median and worst grid point; seeds averaged)", [
+        sweep_table(found),
+        Text("A warning means the best point sits on an edge of the grid: the optimum may lie beyond it. "
+             "Every point's score is in sweeps.csv.", note=True)])]
+
+
 def chart_blocks(charts: Sequence[Figure | Skipped]) -> list[Block]:
     """Drawn charts as figures; skipped ones as notes saying why, consecutive ones in one list."""
     out: list[Block] = []
@@ -117,6 +129,7 @@ def describe(data: RunData, charts: Sequence[Figure | Skipped]) -> Document:
     if len(data.groups):
         sections += [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data)])]
         sections += _ladders(data)
+        sections += _sweeps(data)
         sections.append(Section("Cells", [cells_table(data)]))
     sections += _failures(data)
     sections.append(Section("Charts", chart_blocks(charts), empty="No charts were asked for."))

@@ -215,6 +215,8 @@ class Record(Block):
     variant: str | None = None
     ladder: str | None = None  # the recipe ladder the cell's method row is a rung of
     rung: int | None = None
+    sweep: str | None = None  # the method row this cell is one grid point of
+    sweep_point: dict[str, Any] | None = None  # that point: swept key -> value
     method: str | None = None
     method_config: dict[str, Any] | None = None
     model: str | None = None
