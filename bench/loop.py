@@ -28,6 +28,15 @@ class Progress(Protocol):
     def update(self, n: int) -> None: ...
 
 
+class Energy(Protocol):
+    def begin(self) -> None: ...
+
+
+class NoEnergy:
+    def begin(self) -> None:
+        pass
+
+
 class NoWatch:
     """Where no allocator peak can be located (the CPU)."""
 
@@ -45,6 +54,7 @@ class Instruments:
     timer: Timer
     watch: Watch = field(default_factory=NoWatch)
     progress: Progress = field(default_factory=NoProgress)
+    energy: Energy = field(default_factory=NoEnergy)  # begun at the first timed step; the caller ends it
 
 
 @dataclass
@@ -100,6 +110,8 @@ def train(step: Step, batches: list[dict[str, torch.Tensor]], state: LoopState, 
     for i, batch in enumerate(batches):
         state.step = i
         timed = i >= step.settings.warmup_steps
+        if i == step.settings.warmup_steps:
+            instruments.energy.begin()
         if timed:
             timer.start()
         loss = step(batch, i, watch)

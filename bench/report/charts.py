@@ -15,7 +15,7 @@ from bench.report.bars import accuracy_chart, memory_chart, speed_chart
 from bench.report.data import RunData
 from bench.report.document import Figure
 from bench.report.ladder import ladder_chart
-from bench.report.points import loss_chart, pareto_chart
+from bench.report.points import energy_chart, loss_chart, pareto_chart
 from bench.report.style import CHART_FORMATS, method_colours, save, style, svg_text
 
 
@@ -34,6 +34,10 @@ CHARTS = [
     Chart("accuracy_vs_memory", pareto_chart, "no ok cell recorded both accuracy and peak memory",
           "Accuracy against peak memory; the dashed line is the Pareto front (no other "
           "variant is both smaller and more accurate). Bars: 95% CI over seeds."),
+    Chart("accuracy_vs_energy", energy_chart, "no ok cell recorded both accuracy and training energy (energy "
+          "needs NVML on a GPU or readable RAPL counters on the CPU; each record's energy.note says why not)",
+          "Accuracy against the energy of the timed training steps (NVML or RAPL; each record's energy.scope "
+          "says what the counter covers); the dashed line is the Pareto front. Bars: 95% CI over seeds."),
     Chart("speed", speed_chart, "no ok cell recorded step times or throughput",
           "Median step time with interquartile range (all timed steps of all seeds), and tokens per second."),
     Chart("accuracy", accuracy_chart, "no ok cell recorded an accuracy",

@@ -20,6 +20,7 @@ GROUP_METRICS: dict[str, bool] = {
     "nvml_device_peak_GiB": True,
     "step_ms_median": True,
     "tokens_per_s": False,
+    "train_kJ": True,
 }
 GROUP_COLUMNS = ["group", "model", "variant", "method", "task", "seeds", "status", "key"]
 

@@ -33,16 +33,17 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _front(ax: Any, rows: Any, colours: dict[str, str]) -> list[Any]:
-    """Points of one task, the Pareto front through them, and their labels (returned, to be placed
-    once the figure's layout is final)."""
+def _front(ax: Any, rows: Any, colours: dict[str, str], x: str = "peak_mem_GiB",
+           xlabel: str = f"Peak training memory, {GIB_LABEL}") -> list[Any]:
+    """Points of one task (accuracy against column `x`), the Pareto front through them, and their
+    labels (returned, to be placed once the figure's layout is final)."""
     for method, part in rows.groupby("method", sort=False):
-        ax.errorbar(part["peak_mem_GiB"], part["accuracy_%"], yerr=part["accuracy_%_ci95"].fillna(0),
+        ax.errorbar(part[x], part["accuracy_%"], yerr=part["accuracy_%_ci95"].fillna(0),
                     fmt="o", color=colours[str(method)], markersize=5, capsize=2, linewidth=0.8, label=str(method))
     # Labels start on their point; place_labels moves them off it and apart.
-    labels = [ax.text(x, y, wrap(label, 24), fontsize=6, color=GREY, ha="center", va="center")
-              for x, y, label in zip(rows["peak_mem_GiB"], rows["accuracy_%"], rows["group"])]
-    points = list(zip(rows["peak_mem_GiB"], rows["accuracy_%"]))
+    labels = [ax.text(px, py, wrap(label, 24), fontsize=6, color=GREY, ha="center", va="center")
+              for px, py, label in zip(rows[x], rows["accuracy_%"], rows["group"])]
+    points = list(zip(rows[x], rows["accuracy_%"]))
     front = [points[i] for i in pareto_front(points)]
     if len(front) > 1:
         ax.plot(*zip(*front), color=GREY, linewidth=1, linestyle="--", drawstyle="steps-post",
@@ -50,7 +51,7 @@ def _front(ax: Any, rows: Any, colours: dict[str, str]) -> list[Any]:
     else:
         ax.plot(*zip(*front), marker="o", markersize=11, markerfacecolor="none", color=GREY,
                 linestyle="none", label="Pareto front")
-    ax.set_xlabel(f"Peak training memory, {GIB_LABEL}")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("Accuracy (%)")
     ax.margins(x=0.15, y=0.12)
     return labels
@@ -77,13 +78,24 @@ def place_labels(fig: Figure, ax: Any, labels: list[Any]) -> None:
 def pareto_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
     """Accuracy against peak memory per group, with the Pareto front (less memory, more accuracy).
     Accuracies of different tasks are not comparable: each task gets its own panel and front."""
-    rows = data.groups.dropna(subset=["accuracy_%", "peak_mem_GiB"]) if len(data.groups) else data.groups
+    return _pareto(data, colours, "peak_mem_GiB", f"Peak training memory, {GIB_LABEL}",
+                   "Accuracy against memory (up and left is better; bars: 95% CI over seeds)")
+
+
+def energy_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
+    """Accuracy against the timed training steps' energy per group, with its Pareto front."""
+    return _pareto(data, colours, "train_kJ", "Training energy, kJ (timed steps)",
+                   "Accuracy against training energy (up and left is better; bars: 95% CI over seeds)")
+
+
+def _pareto(data: RunData, colours: dict[str, str], x: str, xlabel: str, title: str) -> Figure | None:
+    rows = data.groups.dropna(subset=["accuracy_%", x]) if len(data.groups) else data.groups
     if rows.empty:
         return None
     tasks = list(dict.fromkeys(rows["task"].fillna("")))
-    title = "Accuracy against memory (up and left is better; bars: 95% CI over seeds)"
     fig, axes = panels([t or "(task not recorded)" for t in tasks], title)
-    labels = {task: _front(ax, rows[rows["task"].fillna("") == task], colours) for task, ax in zip(tasks, axes.values())}
+    labels = {task: _front(ax, rows[rows["task"].fillna("") == task], colours, x, xlabel)
+              for task, ax in zip(tasks, axes.values())}
     if len(axes) == 1:
         legend_outside(next(iter(axes.values())))
     else:

@@ -29,6 +29,10 @@ DEFINITIONS = (
                    "statistic as the step time, so the two rank methods alike (results.csv also has "
                    "tokens_per_s_overall, all timed tokens over the summed step times)."),
     ("Accuracy", "on the first eval_examples sentences of the task's fixed test split, after training."),
+    ("Energy", "joules over the timed steps (device synchronized at both ends), per 1,000 real tokens in "
+               "the tables; train_kJ in the charts. CUDA: NVML's total-energy counter of the whole GPU (power "
+               "samples integrated where it has none). CPU: the RAPL package counters, where readable, which "
+               "count the whole machine's packages. Otherwise empty, and energy.note in the record says why."),
     ("Predicted", "the memory model's peak for the same cell (bench predict); 'vs measured' is predicted / "
                   "measured - 1."),
 )

@@ -19,6 +19,7 @@ SUMMARY = [
     ("Step time (ms)", "step_ms_median", 1),
     ("Throughput (tokens/s)", "tokens_per_s", 0),
     ("Accuracy (%)", "accuracy_%", 1),
+    ("Training energy (kJ)", "train_kJ", 2),
 ]
 # Per-cell columns: (header, column, decimals, lower is better or None for no bold).
 CELLS = [
@@ -32,10 +33,12 @@ CELLS = [
     ("Tokens/s", "tokens_per_s", 0, False),
     ("Accuracy (%)", "accuracy_%", 1, False),
     ("MFU (%)", "mfu_%", 1, False),
+    ("Energy (J/1k tok)", "train_J_per_1k_tokens", 2, True),
     ("Trainable (%)", "trainable_%", 2, None),
 ]
 # Decimals of the CSV columns (others are written as they are).
-CSV_DECIMALS = {"_ci95": 4, "_GiB": 4, "_MiB": 3, "_ms_median": 3, "_ms_iqr": 3, "_%": 3, "tokens_per_s": 1, "_s": 3}
+CSV_DECIMALS = {"_ci95": 4, "_kJ": 4, "_W": 2, "_J": 3,
+                "_GiB": 4, "_MiB": 3, "_ms_median": 3, "_ms_iqr": 3, "_%": 3, "tokens_per_s": 1, "_s": 3}
 INT_COLUMNS = ("seed", "batch_size", "seq_len", "steps", "failed_step", "trainable_params", "total_params",
                "eval_examples", "flops_per_step", "seeds")
 DASH = "–"

@@ -131,6 +131,22 @@ class Time(Block):
 
 
 @dataclass
+class Energy(Block):
+    """Joules of the timed training steps and of the evaluation after training (bench/measure/energy.py)."""
+
+    train_j: float | None = None  # the timed steps (warm-up excluded), device synchronized at both ends
+    train_s: float | None = None  # the wall time those joules were counted over
+    train_j_per_step: float | None = None
+    train_j_per_1k_tokens: float | None = None  # per 1,000 real (non-padding) tokens
+    train_mean_w: float | None = None
+    eval_j: float | None = None
+    eval_mean_w: float | None = None
+    source: str | None = None  # nvml_total_energy | nvml_power_samples | rapl
+    scope: str | None = None  # what the counter covers (the whole GPU, the CPU packages)
+    note: str | None = None  # why there is no figure
+
+
+@dataclass
 class Quality(Block):
     accuracy: float | None = None
     accuracy_before: float | None = None
@@ -235,6 +251,7 @@ class Record(Block):
     params: Params = _block(Params)
     memory: Memory = _block(Memory)
     time: Time = _block(Time)
+    energy: Energy = _block(Energy)
     quality: Quality = _block(Quality)
     optimizer: Optimizer = _block(Optimizer)
     flops: Flops = _block(Flops)

@@ -14,10 +14,21 @@ import torch
 
 from bench import optim, recipe
 from bench.catalog.batches import positions, real_tokens
-from bench.loop import Instruments, LoopState, NoProgress, NoWatch, Progress, Step, StepLoss, train, warm_until_steady
+from bench.loop import (
+    Instruments,
+    LoopState,
+    NoProgress,
+    NoWatch,
+    Progress,
+    Step,
+    StepLoss,
+    train,
+    warm_until_steady,
+)
 from bench.measure import flops
 from bench.measure.accuracy import evaluate
 from bench.measure.breakdown import PeakWatch, breakdown, gradient_bytes
+from bench.measure.energy import EnergyMeter, Span
 from bench.measure.timing import StepTimer, summarize
 from bench.scenarios.evaluation import evaluate_after, no_quality
 from bench.scenarios.forgetting import Forgetting
@@ -36,21 +47,42 @@ def run(s: Session, loop: LoopState) -> None:
     forgetting = Forgetting(rec.quality, s.plan.ctx.model.kind, True, s.plan.ctx.model.random_weights, settings)
     forgetting.measure("before", s.model, built.batcher.tok, settings, device, s.autocast)
     s.at("training")
+    meter = EnergyMeter.open(device)
+    rec.energy.set(source=meter.counter.source if meter.counter else None,
+                   scope=meter.counter.scope if meter.counter else None, note=meter.note)
     loss, restore = recipe.step_loss(s.model, settings)
     try:
-        batches = _train(s, loop, loss)
+        batches = _train(s, loop, loss, meter)
         # after the peak and the timings are read: an extra forward/backward, no optimizer step
         s.at("count")
         rec.flops.set(**_count(s, batches[settings.warmup_steps], loss))
         del batches
-    finally:
         restore()  # the LM head back in place for evaluation
-    s.at("evaluation")
-    forgetting.measure("after", s.model, built.batcher.tok, settings, device, s.autocast)
-    evaluate_after(s, eval_set)
+        s.at("evaluation")
+        forgetting.measure("after", s.model, built.batcher.tok, settings, device, s.autocast)
+        meter.begin()
+        evaluate_after(s, eval_set)
+        if rec.quality.eval_examples and meter.counter:  # an evaluation ran
+            span = meter.end()
+            rec.energy.set(eval_j=span.joules, eval_mean_w=_watts(span))
+    finally:
+        restore()  # idempotent: also when training failed
+        meter.close()
 
 
-def _train(s: Session, loop: LoopState, loss: StepLoss) -> list[dict[str, torch.Tensor]]:
+def _watts(span: Span) -> float | None:
+    return span.joules / span.seconds if span.joules is not None and span.seconds > 0 else None
+
+
+def _energy(span: Span, steps: int, tokens: int) -> dict[str, Any]:
+    """The `energy` block's training figures from the span of the timed steps."""
+    if span.joules is None:
+        return {}
+    return {"train_j": span.joules, "train_s": span.seconds, "train_j_per_step": span.joules / steps,
+            "train_j_per_1k_tokens": 1000 * span.joules / tokens if tokens else None, "train_mean_w": _watts(span)}
+
+
+def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> list[dict[str, torch.Tensor]]:
     """The timed steps; returns the batches (the FLOP count reuses the first timed one). A compiled
     model first steps on the warm-up batches until its steps are steady (compilation and
     recompilation happen there), then trains as any model does: warm-up steps, timed steps."""
@@ -72,8 +104,10 @@ def _train(s: Session, loop: LoopState, loss: StepLoss) -> list[dict[str, torch.
                                           lambda: _clock(device)) if settings.compile != "off" else []
         watch = PeakWatch(device) if s.memory.cuda else NoWatch()
         t0 = _clock(device)
-        train(step, batches, loop, Instruments(timer, watch, bar))
+        train(step, batches, loop, Instruments(timer, watch, bar, meter))
+        span = meter.end()  # begun by the loop at the first timed step
         train_s = _clock(device) - t0
+    rec.energy.set(**_energy(span, settings.steps, tokens))
     rec.memory.set(**s.memory.read())
     rec.time.set(**summarize(timer.step_s(), tokens), train_s=train_s,
                  padding_fraction=1 - tokens / max(1, sum(positions(b) for b in timed)))
