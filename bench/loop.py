@@ -37,6 +37,15 @@ class NoEnergy:
         pass
 
 
+class Probe(Protocol):
+    def after(self, step: int) -> None: ...
+
+
+class NoProbe:
+    def after(self, step: int) -> None:
+        pass
+
+
 class NoWatch:
     """Where no allocator peak can be located (the CPU)."""
 
@@ -55,6 +64,7 @@ class Instruments:
     watch: Watch = field(default_factory=NoWatch)
     progress: Progress = field(default_factory=NoProgress)
     energy: Energy = field(default_factory=NoEnergy)  # begun at the first timed step; the caller ends it
+    probe: Probe = field(default_factory=NoProbe)  # after every step, outside its time (time to target)
 
 
 @dataclass
@@ -119,6 +129,7 @@ def train(step: Step, batches: list[dict[str, torch.Tensor]], state: LoopState, 
             timer.stop()
         watch.mark(i, "optimizer")
         state.losses[i] = loss.detach()
+        instruments.probe.after(i)
         instruments.progress.update(1)
 
 

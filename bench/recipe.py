@@ -145,7 +145,8 @@ class HeadlessLoss:
 
         self.owner = head_owner(model)
         self.head = self.owner.lm_head
-        self.owner.lm_head = torch.nn.Identity()
+        self.identity = torch.nn.Identity()  # the same object each time: a compiled model's guards hold
+        self.owner.lm_head = self.identity
         self.loss_fn = loss_fn
 
     def __call__(self, model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
@@ -158,6 +159,20 @@ class HeadlessLoss:
 
     def restore(self) -> None:
         self.owner.lm_head = self.head
+
+    @contextlib.contextmanager
+    def headed(self) -> Any:
+        """The head in place for an evaluation between training steps, then swapped out again."""
+        self.owner.lm_head = self.head
+        try:
+            yield
+        finally:
+            self.owner.lm_head = self.identity
+
+
+def head_on(loss: StepLoss) -> ContextManager[Any]:
+    """What an evaluation between training steps runs in: the LM head in place."""
+    return loss.headed() if isinstance(loss, HeadlessLoss) else contextlib.nullcontext()
 
 
 def chunked_cross_entropy(chunks: int) -> Callable[..., "torch.Tensor"]:

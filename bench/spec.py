@@ -20,7 +20,8 @@ Padding = Literal["max_length", "longest", "packed"]
 # The speed and memory recipe axes, added after cells were first recorded: at their defaults they
 # stay out of a cell's identity, so every cell recorded before keeps its id (resume, compare).
 RECIPE_DEFAULTS: dict[str, Any] = {"compile": "off", "attn_implementation": None, "loss": "standard",
-                                   "padding": "max_length", "activation_offload": False, "loss_chunks": 8}
+                                   "padding": "max_length", "activation_offload": False, "loss_chunks": 8,
+                                   "target_accuracy": None, "target_every": 25, "target_examples": 200}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class Settings:
     loss: Loss = "standard"  # the model's cross-entropy, a chunked one, or Liger's fused linear one
     loss_chunks: int = 8  # chunks of the chunked cross-entropy
     padding: Padding = "max_length"  # training batches: fixed shape, the batch's longest row, or packed
+    # time to a target: every `target_every` steps (warm-up included) the model is scored on the
+    # first `target_examples` validation examples, until the last step; the record says when accuracy
+    # first reached `target_accuracy` (steps, training seconds, tokens, joules), or that it did not
+    target_accuracy: float | None = None
+    target_every: int = 25
+    target_examples: int = 200
     optimizer: Optimizer = "adamw"
     weight_decay: float = 0.0
     max_grad_norm: float | None = None
@@ -67,6 +74,10 @@ class Settings:
         if gc == 1 and not isinstance(gc, bool):
             object.__setattr__(self, "gradient_checkpointing", True)  # every 1st layer is every layer
         require(self.loss_chunks > 0, "loss_chunks", self.loss_chunks, "must be a positive integer")
+        require(self.target_accuracy is None or 0 < self.target_accuracy <= 1, "target_accuracy",
+                self.target_accuracy, "must be in (0, 1] (a fraction: 0.75 is 75%)")
+        require(self.target_every > 0, "target_every", self.target_every, "must be a positive integer (steps)")
+        require(self.target_examples > 0, "target_examples", self.target_examples, "must be a positive integer")
 
     @property
     def checkpoint_every(self) -> int:

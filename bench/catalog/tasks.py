@@ -44,6 +44,9 @@ class Task:
     def test_subset(self, n: int | None) -> list[Example]:
         return self.test if n is None else self.test[:n]
 
+    def validation_subset(self, n: int) -> list[Example]:
+        return self.validation[:n]
+
 
 TASKS: Registry[type] = Registry("task")
 register_task = decorator(TASKS)

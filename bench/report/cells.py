@@ -131,7 +131,15 @@ def _energy(rec: Record) -> dict[str, Any]:
     e = rec.energy
     return {"train_kJ": num(e.train_j) / 1000, "train_J_per_step": num(e.train_j_per_step),
             "train_J_per_1k_tokens": num(e.train_j_per_1k_tokens), "train_mean_W": num(e.train_mean_w),
-            "eval_J": num(e.eval_j), "energy_source": e.source or "", "energy_note": e.note or ""}
+            "eval_J": num(e.eval_j), "energy_source": e.source or "", "energy_note": e.note or "",
+            **_target(rec)}
+
+
+def _target(rec: Record) -> dict[str, Any]:
+    t = rec.target
+    return {"target_accuracy_%": 100 * num(t.value), "target_reached": t.reached,
+            "target_step": num(t.step), "target_train_s": num(t.train_s), "target_tokens": num(t.tokens),
+            "target_J": num(t.joules), "target_note": t.note or ""}
 
 
 def _memory_detail(rec: Record) -> dict[str, float]:

@@ -17,6 +17,7 @@ from bench.report.document import Figure
 from bench.report.ladder import ladder_chart
 from bench.report.points import energy_chart, loss_chart, pareto_chart
 from bench.report.style import CHART_FORMATS, method_colours, save, style, svg_text
+from bench.report.target import target_chart
 
 
 class Chart(NamedTuple):
@@ -46,6 +47,9 @@ CHARTS = [
     Chart("ladder", ladder_chart, "no ladder in this run (method rows with a `ladder` name)",
           "Recipe ladders: each rung adds one technique to the rung above (the table says which); peak "
           "training memory and real (non-padding) tokens per second, seeds averaged."),
+    Chart("target", target_chart, "no cell measured time to a target (settings target_accuracy)",
+          "Validation accuracy against training time on the way to the target (dashed); a star marks where "
+          "a cell first reached it. Evaluations and compilation are not in the time."),
     Chart("loss", loss_chart, "no cell recorded per-step training losses",
           "Training loss at every step, warm-up included; a cross marks where a failed cell stopped."),
 ]

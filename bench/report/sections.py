@@ -15,6 +15,7 @@ from bench.report.ladder import table as ladder_table
 from bench.report.sweeps import sweeps
 from bench.report.sweeps import table as sweep_table
 from bench.report.tables import cells_table, failed_table, summary_table, tracebacks
+from bench.report.target import table as target_table
 from bench.results.record import Record
 
 # How each headline column is computed: the report's header says it, once, for every renderer.
@@ -99,6 +100,16 @@ def _ladders(data: RunData) -> list[Section]:
                     [ladder_table(rungs)]) for (ladder, model, task), rungs in ladders(data).items()]
 
 
+def _target(data: RunData) -> list[Section]:
+    found = target_table(data)
+    if found is None:
+        return []
+    return [Section("Time to target (mean ± 95% CI over the seeds that reached it; fastest first)", [
+        found, Text("Validation accuracy, scored every target_every steps; training time from the first step "
+                    "(warm-up included), evaluations and compilation excluded. Groups that never reached the "
+                    "target come last.", note=True)])]
+
+
 def _sweeps(data: RunData) -> list[Section]:
     found = sweeps(data)
     if not found:
@@ -133,6 +144,7 @@ def describe(data: RunData, charts: Sequence[Figure | Skipped]) -> Document:
     if len(data.groups):
         sections += [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data)])]
         sections += _ladders(data)
+        sections += _target(data)
         sections += _sweeps(data)
         sections.append(Section("Cells", [cells_table(data)]))
     sections += _failures(data)

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.results.block import Block
 from bench.results.block import block as _block
+from bench.results.costs import Energy, Target
 
 @dataclass
 class Device(Block):
@@ -131,22 +132,6 @@ class Time(Block):
 
 
 @dataclass
-class Energy(Block):
-    """Joules of the timed training steps and of the evaluation after training (bench/measure/energy.py)."""
-
-    train_j: float | None = None  # the timed steps (warm-up excluded), device synchronized at both ends
-    train_s: float | None = None  # the wall time those joules were counted over
-    train_j_per_step: float | None = None
-    train_j_per_1k_tokens: float | None = None  # per 1,000 real (non-padding) tokens
-    train_mean_w: float | None = None
-    eval_j: float | None = None
-    eval_mean_w: float | None = None
-    source: str | None = None  # nvml_total_energy | nvml_power_samples | rapl
-    scope: str | None = None  # what the counter covers (the whole GPU, the CPU packages)
-    note: str | None = None  # why there is no figure
-
-
-@dataclass
 class Quality(Block):
     accuracy: float | None = None
     accuracy_before: float | None = None
@@ -252,6 +237,7 @@ class Record(Block):
     memory: Memory = _block(Memory)
     time: Time = _block(Time)
     energy: Energy = _block(Energy)
+    target: Target = _block(Target)
     quality: Quality = _block(Quality)
     optimizer: Optimizer = _block(Optimizer)
     flops: Flops = _block(Flops)

@@ -17,6 +17,7 @@ from bench.catalog.batches import positions, real_tokens
 from bench.loop import (
     Instruments,
     LoopState,
+    NoProbe,
     NoProgress,
     NoWatch,
     Progress,
@@ -33,6 +34,7 @@ from bench.measure.timing import StepTimer, summarize
 from bench.scenarios.evaluation import evaluate_after, no_quality
 from bench.scenarios.forgetting import Forgetting
 from bench.scenarios.session import Session
+from bench.scenarios.target import TargetProbe, not_applicable
 
 
 def run(s: Session, loop: LoopState) -> None:
@@ -103,10 +105,16 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
         compile_times = warm_until_steady(step, batches[:max(1, settings.warmup_steps)],
                                           lambda: _clock(device)) if settings.compile != "off" else []
         watch = PeakWatch(device) if s.memory.cuda else NoWatch()
+        probe = _target_probe(s, batches, meter, loss)
         t0 = _clock(device)
-        train(step, batches, loop, Instruments(timer, watch, bar, meter))
+        if probe:
+            probe.start()
+        train(step, batches, loop, Instruments(timer, watch, bar, meter, probe or NoProbe()))
         span = meter.end()  # begun by the loop at the first timed step
         train_s = _clock(device) - t0
+    if probe:  # the evaluations on the way are not training
+        span, train_s = probe.without_evaluations(span), train_s - probe.eval_s
+        rec.target.set(**probe.record())
     rec.energy.set(**_energy(span, settings.steps, tokens))
     rec.memory.set(**s.memory.read())
     rec.time.set(**summarize(timer.step_s(), tokens), train_s=train_s,
@@ -122,6 +130,21 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
     rec.memory.breakdown.set(**breakdown(s.parameter_split, gradient_bytes(built.trainable), state,
                                          watch if isinstance(watch, PeakWatch) else None, cpu_measured))
     return batches
+
+
+def _target_probe(s: Session, batches: list[dict[str, torch.Tensor]], meter: EnergyMeter,
+                  loss: StepLoss) -> TargetProbe | None:
+    """The time-to-target probe where the cell has a target it can measure; else the reason in the record."""
+    value = s.settings.target_accuracy
+    if value is None:
+        return None
+    why = not_applicable(s)
+    if why:
+        s.rec.target.set(metric="accuracy", value=value, note=why)
+        return None
+    s.memory.notes.append(f"the training peak includes the validation evaluations every {s.settings.target_every} "
+                          "steps (target_accuracy)")
+    return TargetProbe(s, batches, meter, loss)
 
 
 def _count(s: Session, batch: dict[str, torch.Tensor], loss: StepLoss) -> dict[str, Any]:
