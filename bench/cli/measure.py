@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.cli.args import positive_int, select_cells
 from bench.errors import BenchError, UnsupportedError
+from bench.results.record import Record
 
 GIB = 2**30
 
@@ -98,6 +99,59 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick(run: str, glob: str | None) -> tuple[Any, dict[str, Any]]:
+    """The one cell of run folder `run` whose name or variant matches `glob` (any, if the run has one)."""
+    import fnmatch
+
+    from bench.results import store
+
+    records = list(store.latest_by_cell(store.read_results(Path(run)).records).values())
+    found = [r for r in records
+             if not glob or fnmatch.fnmatch(str(r.name), glob) or fnmatch.fnmatch(str(r.variant), glob)]
+    if len(found) != 1:
+        names = ", ".join(str(r.name) for r in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise BenchError(f"{run}: {'--cell ' + repr(glob) if glob else 'the run'} matches {len(found)} cells"
+                         f"{' (' + names + ')' if names else ''}; explain takes exactly one (give --cell)")
+    return found[0], store.read_env(Path(run))
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise BenchError(f"--set {text!r}: expected KEY=VALUE, e.g. --set seq_len=1024")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()  # a bare word: a string
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import dataclasses as dc
+
+    from bench import schema
+    from bench.spec import Settings
+    from bench.tools import explain
+
+    rec, env = _pick(args.run, args.cell)
+    if args.other is None and args.figure_gib is None:
+        print(explain.one(rec).text())
+        return 0
+    if args.other is not None and args.figure_gib is not None:
+        raise BenchError("give OTHER (a second run) or --figure-gib (a figure measured elsewhere), not both")
+    if args.other is not None:
+        other, other_env = _pick(args.other, args.other_cell or args.cell)
+        print(explain.two(rec, other, env, other_env).text())
+        return 0
+    overrides = dict(_setting(t) for t in args.set)
+    settings = schema.build(Settings, {**(rec.settings or {}), **overrides}, "--set")  # validated: names the choices
+    figure = Record.from_json({**rec.to_json(), "name": f"the figure given ({args.figure_gib} GiB)",
+                               "settings": dc.asdict(settings)})
+    print(explain.two(rec, figure, env, None, b_measured=args.figure_gib * GIB).text())
+    return 0
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -127,6 +181,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", help="run directory for capacity.jsonl and the probes' logs (default: reports/runs/MATRIX)")
     c.add_argument("--allow-busy-gpu", action="store_true", help="probe even if other processes hold GPU memory")
     c.set_defaults(func=cmd_capacity)
+    e = sub.add_parser("explain", help="why a cell's memory peak is what it is, part by part; or why two "
+                       "cells' (or a cell's and a figure's) peaks differ, setting by setting")
+    e.add_argument("run", help="a run folder")
+    e.add_argument("other", nargs="?", help="a second run folder: explain the difference from RUN's cell")
+    e.add_argument("--cell", help="glob over cell or variant names: the one cell of RUN (and OTHER)")
+    e.add_argument("--other-cell", help="glob choosing OTHER's cell, where it differs from --cell")
+    e.add_argument("--figure-gib", type=float, help="a peak measured elsewhere (GiB, 2^30 bytes) to explain "
+                   "against RUN's cell; --set gives the settings it was measured with")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of that figure that differs from the cell's (repeat it)")
+    e.set_defaults(func=cmd_explain)
     s = sub.add_parser("selfcheck", help="the harness's overhead: one cell as a bare loop and through the harness")
     s.add_argument("matrix")
     s.add_argument("--only", required=True, help="selects exactly one cell (a glob over cell or variant names)")
