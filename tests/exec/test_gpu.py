@@ -47,6 +47,18 @@ def test_cuda_cell_records_allocator_nvml_and_event_times(tmp_path: Path) -> Non
     assert mem.nvml_device_peak_bytes is not None and mem.nvml_device_peak_bytes > 0
     assert len(t.step_s) == 5 and all(s > 0 for s in t.step_s)
     assert t.tokens_per_s > 0
+    e = rec.energy  # NVML's energy counter (or power samples) over the timed steps
+    assert e.source in ("nvml_total_energy", "nvml_power_samples"), e.note
+    assert e.train_j > 0 and 20 < e.train_mean_w < 2000 and e.train_j_per_1k_tokens > 0
+    assert e.eval_j is not None and e.eval_j >= 0
+
+
+def test_compiled_lora_with_chunked_loss_and_a_target_runs_on_cuda(tmp_path: Path) -> None:
+    (rec,) = run(tmp_path, '[[methods]]\nmethod = "lora"\nsettings = { compile = "default", loss = "chunked", '
+                           'target_accuracy = 0.99, target_every = 2 }\n')
+    assert rec.status == "ok", rec.error
+    assert rec.time.compile_warmup_steps >= 3 and rec.time.compile_s is not None
+    assert [p["step"] for p in rec.target.curve] == [2, 4, 6, 7] and rec.target.reached is not None
 
 
 def test_paged_optimizer_state_is_managed_and_seen_by_nvml(tmp_path: Path) -> None:
