@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench.catalog.tasks import Example
 from bench.measure import flops
 from bench.measure.accuracy import evaluate
+from bench.measure.energy import EnergyMeter
 from bench.measure.timing import summarize
 from bench.scenarios.forgetting import Forgetting
 from bench.scenarios.session import Session
@@ -25,10 +26,23 @@ def run(s: Session) -> None:
     rec.flops.set(**flops.flops_record(None, None, rec.device.name, rec.device.kind == "cuda", settings.precision,
                                        settings.gradient_checkpointing,
                                        "the method trains nothing: no training step to count"))
+    if settings.target_accuracy is not None:
+        rec.target.set(metric="accuracy", value=settings.target_accuracy,
+                       note="no time to target: the method trains nothing")
     s.at("evaluation")
-    # a method that does not train is all evaluation: it runs for time and memory even where its
-    # accuracy would mean nothing (random weights), and then reports no accuracy
-    peaks = evaluate_after(s, s.plan.task.test_subset(settings.eval_examples), even_if_meaningless=True)
+    meter = EnergyMeter.open(s.device)
+    rec.energy.set(source=meter.counter.source if meter.counter else None,
+                   scope=meter.counter.scope if meter.counter else None, note=meter.note)
+    try:
+        # a method that does not train is all evaluation: it runs for time and memory even where its
+        # accuracy would mean nothing (random weights), and then reports no accuracy
+        meter.begin()
+        peaks = evaluate_after(s, s.plan.task.test_subset(settings.eval_examples), even_if_meaningless=True)
+        span = meter.end()
+        if peaks is not None and span.joules is not None:
+            rec.energy.set(eval_j=span.joules, eval_mean_w=span.joules / span.seconds if span.seconds > 0 else None)
+    finally:
+        meter.close()
     rec.memory.set(**(peaks or s.memory.read()))  # the inference peak is this method's only peak
 
 

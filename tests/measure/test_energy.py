@@ -119,3 +119,13 @@ def test_on_a_cpu_without_counters_the_record_says_why() -> None:
         assert rec.energy.source == "rapl" and rec.energy.train_j is not None and rec.energy.train_j >= 0
     else:
         assert rec.energy.train_j is None and rec.energy.note == why and rec.energy.source is None
+
+
+def test_an_evaluation_only_cell_records_its_evaluation_energy(monkeypatch) -> None:
+    monkeypatch.setattr(energy, "open_counter", lambda device, powercap=None: (WallClockWatts(), None))
+    rec = run_cell(cell("icl", options={"shots": 1}, seq_len=64, eval_examples=8, eval_batch_size=8,
+                        target_accuracy=0.9))
+    assert rec.status == "ok", rec.error
+    assert rec.energy.train_j is None and rec.energy.eval_j > 0
+    assert rec.energy.eval_mean_w == pytest.approx(10.0, rel=1e-2)
+    assert rec.target.note == "no time to target: the method trains nothing"
