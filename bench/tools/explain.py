@@ -93,11 +93,15 @@ def one(rec: Record) -> Explanation:
                       ("optimizer state", "optimizer_bytes"), ("activations", "activations_bytes")):
         got, want = num(getattr(b, key)), num(predicted[key])
         rows.append((name, want, got))
-    ex.lines.append(f"  {'part':<22} {'predicted':>12} {'measured':>12}   (measured: CUDA breakdown at the peak)")
+    if math.isnan(rows[-1][2]):  # no activations measured (the CPU): the peak less the known parts
+        known = sum(got for _, _, got in rows[:-1] if not math.isnan(got))
+        rows[-1] = ("activations + the rest", rows[-1][1], measured - known)
+    recorded = "CUDA breakdown at the peak" if rec.cuda else "tensor sizes; the rest is the peak less them"
+    ex.lines.append(f"  {'part':<24} {'predicted':>12} {'recorded':>12}   (recorded: {recorded})")
     for name, want, got in rows:
-        ex.lines.append(f"  {name:<22} {_gib(want):>12} {_gib(got):>12}")
+        ex.lines.append(f"  {name:<24} {_gib(want):>12} {_gib(got):>12}")
     gaps = [(abs(got - want), name, got - want) for name, want, got in rows
-            if not math.isnan(got) and not math.isnan(want)]
+            if not math.isnan(got) and not math.isnan(want) and abs(got - want) >= 2**20]
     outside = [("quantization constants (in parameters)", num(w.quant_constants_bytes)),
                ("allocator reserve (reserved - allocated)", num(m.peak_reserved_bytes) - num(m.peak_allocated_bytes)),
                ("CUDA context and other NVML-only memory", num(m.nvml_process_peak_bytes) - num(m.peak_reserved_bytes)),
@@ -109,9 +113,11 @@ def one(rec: Record) -> Explanation:
     ex.unexplained_bytes = measured - total
     if gaps:
         worst = sorted(gaps, reverse=True)[:2]
-        ex.lines.append("  largest gaps: " + "; ".join(f"{name} {diff / GIB:+.4f} GiB" for _, name, diff in worst))
-    elif not rec.cuda:
-        ex.lines.append("  no measured breakdown on the CPU: the peak resident set is one figure, not parts")
+        ex.lines.append("  largest gaps (recorded - predicted): "
+                        + "; ".join(f"{name} {diff / GIB:+.4f} GiB" for _, name, diff in worst))
+    if not rec.cuda:
+        ex.lines.append("  on the CPU the peak is one resident-set figure: allocator caching and temporaries "
+                        "the model does not count fall in 'the rest'")
     ex.lines.append(f"  measured - predicted: {_gib(ex.unexplained_bytes)}")
     return ex
 
