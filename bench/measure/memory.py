@@ -13,11 +13,12 @@ figure covers the process's whole life and a note says so.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -130,6 +131,11 @@ class NvmlSampler:
         self._thread.join(timeout=1)
 
 
+# The peaks an excluded interval carries over (the baseline and derived figures are not peaks).
+CARRIED = ("peak_allocated_bytes", "peak_reserved_bytes", "nvml_device_peak_bytes", "nvml_process_peak_bytes",
+           "peak_rss_bytes")
+
+
 class MemoryTracker:
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -137,16 +143,37 @@ class MemoryTracker:
         self.nvml: NvmlSampler | None = None
         self.notes: list[str] = []
         self.rss_baseline_bytes = rss_bytes()  # before the model loads: the runtime and libraries only
+        self._carried: dict[str, int] = {}  # peaks from before an excluded interval (see `excluded`)
         if self.cuda:
             try:
                 self.nvml = NvmlSampler(device)
             except Exception as exc:  # noqa: BLE001 - NVML is optional: say so, measure the rest
                 self.notes.append(f"NVML unavailable: {exc}")
 
+    @contextlib.contextmanager
+    def excluded(self) -> Iterator[None]:
+        """An interval inside a measured one (an evaluation between training steps) kept out of its
+        peaks: the peaks so far are carried, and the counters restart after it. Nothing is freed
+        (the training's cached blocks stay), so torch's peak allocated leaves the interval out
+        entirely; reserved, NVML and RSS peaks can still hold memory the interval left cached."""
+        before = self.read()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+                torch.cuda.reset_peak_memory_stats(self.device)
+            if self.nvml:
+                self.nvml.reset()
+            reset_peak_rss()
+            self._carried = {k: max(v, self._carried.get(k) or 0) for k, v in before.items()
+                             if k in CARRIED and v is not None}
+
     def allocated_bytes(self) -> int | None:
         return torch.cuda.memory_allocated(self.device) if self.cuda else None
 
     def reset(self) -> None:
+        self._carried = {}
         if self.cuda:
             torch.cuda.synchronize(self.device)
             # Blocks cached from freed temporaries (a random-weight model written out before a
@@ -175,6 +202,10 @@ class MemoryTracker:
             out.update(self.nvml.read())
             if self.nvml.note and self.nvml.note not in self.notes:
                 self.notes.append(self.nvml.note)
+        for key, value in self._carried.items():
+            if out.get(key) is not None:
+                out[key] = max(out[key], value)
+        out["peak_rss_above_baseline_bytes"] = out["peak_rss_bytes"] - self.rss_baseline_bytes
         return out
 
     def close(self) -> None:

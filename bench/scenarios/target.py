@@ -1,10 +1,11 @@
 """Time to a target accuracy (settings `target_accuracy`, `target_every`, `target_examples`): after
 every `target_every`-th training step (warm-up included) and after the last, the model is scored on
 the first `target_examples` examples of the validation split (never the test split the fixed-step
-accuracy uses). Each point of the curve has the training seconds (wall time from the first step,
-device synchronized, evaluations excluded), the real tokens trained on, and the joules (evaluations
-excluded, where energy is measured). The record keeps the curve and the first point at or above the
-target. Compilation happens before the first step and is not counted (time.compile_s has it)."""
+accuracy uses); those evaluations are kept out of the training's memory peaks as well. Each point
+of the curve has the training seconds (wall time from the first step, device synchronized,
+evaluations excluded), the real tokens trained on, and the joules (evaluations excluded, where
+energy is measured). The record keeps the curve and the first point at or above the target.
+Compilation happens before the first step and is not counted (time.compile_s has it)."""
 from __future__ import annotations
 
 import itertools
@@ -54,7 +55,7 @@ class TargetProbe:
             return
         self._sync()
         now, j = time.perf_counter(), self._joules()
-        with head_on(self.loss):
+        with self.s.memory.excluded(), head_on(self.loss):
             result = evaluate(self.s.model, self.s.built.batcher, self.examples, self.s.settings.eval_batch_size,
                               self.s.device, self.s.autocast)
         self._sync()

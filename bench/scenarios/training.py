@@ -142,8 +142,8 @@ def _target_probe(s: Session, batches: list[dict[str, torch.Tensor]], meter: Ene
     if why:
         s.rec.target.set(metric="accuracy", value=value, note=why)
         return None
-    s.memory.notes.append(f"the training peak includes the validation evaluations every {s.settings.target_every} "
-                          "steps (target_accuracy)")
+    s.memory.notes.append(f"validation evaluations every {s.settings.target_every} steps (target_accuracy) are kept "
+                          "out of torch's peak allocated; reserved, NVML and RSS peaks may hold memory they cached")
     return TargetProbe(s, batches, meter, loss)
 
 

@@ -36,6 +36,21 @@ def test_cpu_intervals_measure_the_peak_since_the_last_reset() -> None:
     assert big["peak_rss_bytes"] - small["peak_rss_bytes"] > 32 * 2**20
 
 
+def test_an_excluded_interval_stays_out_of_the_peak_and_earlier_peaks_are_kept() -> None:
+    with memory.MemoryTracker(torch.device("cpu")) as tracker:
+        tracker.reset()
+        kept = torch.ones(48 * 2**20 // 4)  # 48 MiB of "training", freed before the evaluation
+        del kept
+        with tracker.excluded():  # an "evaluation": 128 MiB, freed again
+            block = torch.ones(128 * 2**20 // 4)
+            del block
+        after = tracker.read()
+    if tracker.notes:  # /proc/self/clear_refs refused: the peak covers the process's life, as noted
+        return
+    assert 40 * 2**20 < after["peak_rss_above_baseline_bytes"] < 100 * 2**20  # the 48, not the 128
+    assert after["peak_rss_above_baseline_bytes"] == after["peak_rss_bytes"] - after["rss_baseline_bytes"]
+
+
 def test_rss_reads_are_bytes_of_this_process() -> None:
     now, peak = memory.rss_bytes(), memory.peak_rss_bytes()
     assert 0 < now <= peak
