@@ -1,4 +1,4 @@
-"""`bench predict`, `bench capacity` and `bench selfcheck`: the verbs that explain and check figures."""
+"""`bench predict`, `capacity`, `selfcheck` and `explain`: the verbs that explain and check figures."""
 from __future__ import annotations
 
 import argparse
