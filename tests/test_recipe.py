@@ -185,3 +185,32 @@ def test_warm_up_stops_once_two_steps_agree() -> None:
 
     # two slow compiling steps that agree are not steady: the steps must be near the fastest one
     assert warm_until_steady(FakeStep(), [{}], clock) == pytest.approx([30.0, 31.0, 5.0, 1.0, 1.05])  # type: ignore[arg-type]
+
+
+def test_a_compiled_model_computes_the_eager_step() -> None:
+    """torch.compile through inductor on this CPU: the compiled LoRA model's loss and gradients on a
+    packed (dynamic-shape) batch, with the chunked loss, are the eager model's."""
+    b = varlen_built(options=NO_DROPOUT, padding="packed", loss="chunked")
+    b.model.train()
+    batch = next(b.batcher.train_batches(4, 1, 0, torch.device("cpu"), "packed"))
+    loss, restore = recipe.step_loss(b.model, b.plan.cell.settings)
+    try:
+        eager = _loss_and_grads(b, batch, loss)
+        fast = recipe.compiled(b.model, dataclasses.replace(b.plan.cell.settings, compile="default"))
+        assert fast is not b.model
+        _same(eager, _loss_and_grads(b, batch, lambda _, x: loss(fast, x)), tol=1e-3)
+    finally:
+        restore()
+
+
+def test_a_compiled_cell_records_its_compile_time_apart_from_its_steps() -> None:
+    from bench.exec.worker import run_cell
+
+    c = dataclasses.replace(cell("lora", options=NO_DROPOUT, seq_len=64, steps=3, warmup_steps=1,
+                                 compile="default", eval_examples=8, eval_batch_size=8), task=VARLEN)
+    rec = run_cell(c)
+    assert rec.status == "ok", rec.error
+    t = rec.time
+    assert 3 <= t.compile_warmup_steps <= 12 and t.compile_s > 0
+    assert len(t.step_s) == 3 and max(t.step_s) < t.compile_s  # compilation is in none of the steps
+    assert len(rec.quality.train_loss) == 4  # warm-up + timed: the compile warm-up steps are apart
