@@ -14,6 +14,7 @@ from bench.measure import energy
 from tests.helpers import cell
 
 CPU = torch.device("cpu")
+SLACK = 10.0 * 0.01  # joules: 10 ms between two clock reads at the fake counter's 10 W
 
 
 def _zone(root: Path, name: str, label: str, uj: int, max_uj: int = 1_000_000_000) -> Path:
@@ -100,16 +101,19 @@ class WallClockWatts(energy.Counter):
 
 def test_a_training_cell_records_energy_over_its_timed_steps_and_evaluation(monkeypatch) -> None:
     monkeypatch.setattr(energy, "open_counter", lambda device, powercap=None: (WallClockWatts(), None))
-    rec = run_cell(cell("lora", steps=3, warmup_steps=1, eval_batch_size=8))
+    rec = run_cell(cell("lora", steps=20, warmup_steps=1, eval_batch_size=8, eval_examples=64))  # spans of 0.1 s
     assert rec.status == "ok", rec.error
     e = rec.energy
     assert e.source == "fake" and e.note is None
-    assert e.train_mean_w == pytest.approx(10.0, rel=1e-3) and e.train_j == pytest.approx(10.0 * e.train_s, rel=1e-3)
-    assert e.train_j_per_step == pytest.approx(e.train_j / 3)
-    assert e.train_j_per_1k_tokens == pytest.approx(1000 * e.train_j / (rec.time.tokens_per_step * 3))
+    # the counter and the span read their clocks one after the other: a busy machine can preempt in
+    # between, so each figure may be off by a few milliseconds at 10 W (SLACK joules)
+    assert e.train_j == pytest.approx(10.0 * e.train_s, rel=0.02, abs=SLACK)
+    assert e.train_mean_w == pytest.approx(10.0, abs=SLACK / e.train_s + 0.2)
+    assert e.train_j_per_step == pytest.approx(e.train_j / 20)
+    assert e.train_j_per_1k_tokens == pytest.approx(1000 * e.train_j / (rec.time.tokens_per_step * 20))
     assert sum(rec.time.step_s) <= e.train_s  # the span holds the timed steps, not the warm-up
     assert e.train_s < sum(rec.time.step_s) + rec.time.train_s  # and not much else
-    assert e.eval_j is not None and e.eval_mean_w == pytest.approx(10.0, rel=1e-3)
+    assert e.eval_j > 0 and e.eval_mean_w == pytest.approx(10.0, abs=SLACK / (e.eval_j / e.eval_mean_w) + 0.2)
 
 
 def test_on_a_cpu_without_counters_the_record_says_why() -> None:
@@ -127,5 +131,5 @@ def test_an_evaluation_only_cell_records_its_evaluation_energy(monkeypatch) -> N
                         target_accuracy=0.9))
     assert rec.status == "ok", rec.error
     assert rec.energy.train_j is None and rec.energy.eval_j > 0
-    assert rec.energy.eval_mean_w == pytest.approx(10.0, rel=1e-2)
+    assert rec.energy.eval_mean_w == pytest.approx(10.0, abs=SLACK / (rec.energy.eval_j / rec.energy.eval_mean_w) + 0.2)
     assert rec.target.note == "no time to target: the method trains nothing"
