@@ -205,7 +205,6 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
             key = sorted(unknown)[0]
             raise ConfigError(f"{mwhere}: unknown key {key!r}{did_you_mean(key, METHOD_KEYS)}")
         _check_subset(row.get("models"), [m.name for m in model_specs], f"{mwhere}.models", "model")
-        method_models.append(row.get("models"))
         if not isinstance(row.get("method"), str):
             raise ConfigError(f"{mwhere}: missing required key 'method' (a registered method name)")
         cls = method_class(row["method"], f"{mwhere}.method")
@@ -234,9 +233,9 @@ def parse_matrix(doc: dict[str, Any], path: Path) -> Matrix:
                                                dataclasses.asdict(config), point_settings, sweep=name,
                                                sweep_point=point))
                 method_models.append(row.get("models"))
-            method_models.pop(-len(points) - 1)  # the row's own entry: its points replace it
             continue
         method_specs.append(MethodSpec(name, row["method"], dataclasses.asdict(config), overrides, ladder, rung))
+        method_models.append(row.get("models"))  # one entry per method spec, a sweep's points included
     names = [m.name for m in method_specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -10,6 +10,7 @@ import importlib.util
 from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 from bench.catalog.batches import IGNORE
+from bench.loop import StepLoss, model_loss
 
 if TYPE_CHECKING:
     import torch
@@ -17,9 +18,6 @@ if TYPE_CHECKING:
 
     from bench.method import Method, ModelInfo
     from bench.spec import Settings
-
-StepLoss = Callable[["nn.Module", dict[str, "torch.Tensor"]], "torch.Tensor"]
-
 
 def unsupported_reason(info: "ModelInfo", settings: "Settings", method: "Method", device_type: str) -> str | None:
     """Why this recipe cannot run for that model, method and device, or None (known before loading)."""
@@ -119,10 +117,6 @@ def forward_context(settings: "Settings", autocast: Callable[[], ContextManager[
     return both
 
 
-def standard_loss(model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
-    return model(**batch).loss
-
-
 def head_owner(model: "nn.Module") -> "nn.Module":
     """The module holding the LM head (`lm_head`), under any wrapper (peft, our adapters)."""
     import torch
@@ -217,7 +211,7 @@ def liger_cross_entropy() -> Callable[..., "torch.Tensor"]:
 def step_loss(model: "nn.Module", settings: "Settings") -> tuple[StepLoss, Callable[[], None]]:
     """(the training step's loss, what puts the model back as it was for evaluation)."""
     if settings.loss == "standard":
-        return standard_loss, lambda: None
+        return model_loss, lambda: None
     headless = HeadlessLoss(model, chunked_cross_entropy(settings.loss_chunks) if settings.loss == "chunked"
                             else liger_cross_entropy())
     return headless, headless.restore

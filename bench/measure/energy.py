@@ -25,6 +25,10 @@ class Span:
     joules: float | None
     seconds: float
 
+    @property
+    def mean_w(self) -> float | None:
+        return self.joules / self.seconds if self.joules is not None and self.seconds > 0 else None
+
 
 class Counter:
     """A monotonic joule count; `source` and `scope` go into the record."""
@@ -177,21 +181,29 @@ class EnergyMeter:
         counter, note = open_counter(device)
         return cls(device, counter, note)
 
-    def _sync(self) -> None:
+    def describe(self) -> dict[str, str | None]:
+        """The record's `energy.source`, `scope` and `note`: which counter, or why none."""
+        return {"source": self.counter.source if self.counter else None,
+                "scope": self.counter.scope if self.counter else None, "note": self.note}
+
+    def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def read(self) -> float | None:
+        """The counter's joules now (None without a counter); the caller synchronizes first."""
+        return self.counter.joules() if self.counter else None
+
     def begin(self) -> None:
-        self._sync()
+        self.sync()
         self._t0 = time.perf_counter()
-        self._j0 = self.counter.joules() if self.counter else None
+        self._j0 = self.read()
 
     def end(self) -> Span:
-        self._sync()
+        self.sync()
         seconds = time.perf_counter() - self._t0
-        if self.counter is None or self._j0 is None:
-            return Span(None, seconds)
-        return Span(self.counter.joules() - self._j0, seconds)
+        j = self.read()
+        return Span(j - self._j0 if j is not None and self._j0 is not None else None, seconds)
 
     def close(self) -> None:
         if self.counter:

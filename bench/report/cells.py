@@ -123,7 +123,7 @@ def _speed_and_quality(rec: Record) -> dict[str, Any]:
         "paged_note": opt.paged_note or "", "flops_per_step": num(fl.flops_per_step),
         "achieved_TFLOPS": num(fl.achieved_tflops), "peak_TFLOPS": num(fl.peak_tflops),
         "mfu_%": 100 * num(fl.mfu), "mfu_note": fl.mfu_note or "",
-        **_energy(rec),
+        **_energy(rec), **_target(rec),
     }
 
 
@@ -131,8 +131,7 @@ def _energy(rec: Record) -> dict[str, Any]:
     e = rec.energy
     return {"train_kJ": num(e.train_j) / 1000, "train_J_per_step": num(e.train_j_per_step),
             "train_J_per_1k_tokens": num(e.train_j_per_1k_tokens), "train_mean_W": num(e.train_mean_w),
-            "eval_J": num(e.eval_j), "energy_source": e.source or "", "energy_note": e.note or "",
-            **_target(rec)}
+            "eval_J": num(e.eval_j), "energy_source": e.source or "", "energy_note": e.note or ""}
 
 
 def _target(rec: Record) -> dict[str, Any]:

@@ -31,8 +31,7 @@ def run(s: Session) -> None:
                        note="no time to target: the method trains nothing")
     s.at("evaluation")
     meter = EnergyMeter.open(s.device)
-    rec.energy.set(source=meter.counter.source if meter.counter else None,
-                   scope=meter.counter.scope if meter.counter else None, note=meter.note)
+    rec.energy.set(**meter.describe())
     try:
         # a method that does not train is all evaluation: it runs for time and memory even where its
         # accuracy would mean nothing (random weights), and then reports no accuracy
@@ -40,7 +39,7 @@ def run(s: Session) -> None:
         peaks = evaluate_after(s, s.plan.task.test_subset(settings.eval_examples), even_if_meaningless=True)
         span = meter.end()
         if peaks is not None and span.joules is not None:
-            rec.energy.set(eval_j=span.joules, eval_mean_w=span.joules / span.seconds if span.seconds > 0 else None)
+            rec.energy.set(eval_j=span.joules, eval_mean_w=span.mean_w)
     finally:
         meter.close()
     rec.memory.set(**(peaks or s.memory.read()))  # the inference peak is this method's only peak

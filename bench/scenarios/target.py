@@ -39,28 +39,21 @@ class TargetProbe:
         self.eval_s = self.eval_j = 0.0  # all evaluations so far
         self.timed_eval_s = self.timed_eval_j = 0.0  # those inside the timed steps' energy span
 
-    def _sync(self) -> None:
-        if self.s.device.type == "cuda":
-            torch.cuda.synchronize(self.s.device)
-
-    def _joules(self) -> float | None:
-        return self.meter.counter.joules() if self.meter.counter else None
-
     def start(self) -> None:
-        self._sync()
-        self.t0, self.j0 = time.perf_counter(), self._joules()
+        self.meter.sync()
+        self.t0, self.j0 = time.perf_counter(), self.meter.read()
 
     def after(self, step: int) -> None:
         if (step + 1) % self.every and step != self.last:
             return
-        self._sync()
-        now, j = time.perf_counter(), self._joules()
+        self.meter.sync()
+        now, j = time.perf_counter(), self.meter.read()
         with self.s.memory.excluded(), head_on(self.loss):
             result = evaluate(self.s.model, self.s.built.batcher, self.examples, self.s.settings.eval_batch_size,
                               self.s.device, self.s.autocast)
-        self._sync()
+        self.meter.sync()
         spent_s = time.perf_counter() - now
-        j_after = self._joules()
+        j_after = self.meter.read()
         spent_j = j_after - j if j is not None and j_after is not None else 0.0
         point = {"step": step + 1, "train_s": now - self.t0 - self.eval_s, "tokens": self.tokens[step],
                  "joules": j - self.j0 - self.eval_j if j is not None and self.j0 is not None else None,

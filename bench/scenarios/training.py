@@ -50,8 +50,7 @@ def run(s: Session, loop: LoopState) -> None:
     forgetting.measure("before", s.model, built.batcher.tok, settings, device, s.autocast)
     s.at("training")
     meter = EnergyMeter.open(device)
-    rec.energy.set(source=meter.counter.source if meter.counter else None,
-                   scope=meter.counter.scope if meter.counter else None, note=meter.note)
+    rec.energy.set(**meter.describe())
     loss, restore = recipe.step_loss(s.model, settings)
     try:
         batches = _train(s, loop, loss, meter)
@@ -66,14 +65,10 @@ def run(s: Session, loop: LoopState) -> None:
         evaluate_after(s, eval_set)
         if rec.quality.eval_examples and meter.counter:  # an evaluation ran
             span = meter.end()
-            rec.energy.set(eval_j=span.joules, eval_mean_w=_watts(span))
+            rec.energy.set(eval_j=span.joules, eval_mean_w=span.mean_w)
     finally:
         restore()  # idempotent: also when training failed
         meter.close()
-
-
-def _watts(span: Span) -> float | None:
-    return span.joules / span.seconds if span.joules is not None and span.seconds > 0 else None
 
 
 def _energy(span: Span, steps: int, tokens: int) -> dict[str, Any]:
@@ -81,7 +76,7 @@ def _energy(span: Span, steps: int, tokens: int) -> dict[str, Any]:
     if span.joules is None:
         return {}
     return {"train_j": span.joules, "train_s": span.seconds, "train_j_per_step": span.joules / steps,
-            "train_j_per_1k_tokens": 1000 * span.joules / tokens if tokens else None, "train_mean_w": _watts(span)}
+            "train_j_per_1k_tokens": 1000 * span.joules / tokens if tokens else None, "train_mean_w": span.mean_w}
 
 
 def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> list[dict[str, torch.Tensor]]:
