@@ -41,6 +41,8 @@ def state_bytes(opt: torch.optim.Optimizer) -> dict[str, Any]:
         for value in state.values():
             if not isinstance(value, torch.Tensor):
                 continue
+            if hasattr(value, "to_local"):  # a rank's shard of FSDP state
+                value = value.to_local()
             ptr = value.untyped_storage().data_ptr()
             if ptr in seen and ptr != 0:
                 continue

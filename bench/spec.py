@@ -16,12 +16,16 @@ Compile = Literal["off", "default", "reduce-overhead", "max-autotune", "max-auto
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
 Loss = Literal["standard", "chunked", "liger"]
 Padding = Literal["max_length", "longest", "packed"]
+CpuAllocator = Literal["default", "release"]
+Strategy = Literal["single", "ddp", "fsdp"]
 
 # The speed and memory recipe axes, added after cells were first recorded: at their defaults they
 # stay out of a cell's identity, so every cell recorded before keeps its id (resume, compare).
 RECIPE_DEFAULTS: dict[str, Any] = {"compile": "off", "attn_implementation": None, "loss": "standard",
                                    "padding": "max_length", "activation_offload": False, "loss_chunks": 8,
-                                   "target_accuracy": None, "target_every": 25, "target_examples": 200}
+                                   "target_accuracy": None, "target_every": 25, "target_examples": 200,
+                                   "cpu_allocator": "default", "strategy": "single", "nproc": 1, "nnodes": 1,
+                                   "fsdp_cpu_offload": False}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,17 @@ class Settings:
     target_accuracy: float | None = None
     target_every: int = 25
     target_examples: int = 200
+    # the CPU's memory figure is the resident set, which holds what glibc keeps of freed blocks; with
+    # "release" glibc returns every freed block of 128 KiB and up to the OS (mallopt M_MMAP_THRESHOLD),
+    # so the peak follows the live tensors as CUDA's peak allocated does, and steps run slower
+    cpu_allocator: CpuAllocator = "default"
+    # one cell over several ranks, launched by torchrun: DistributedDataParallel, or FSDP2 (fully_shard
+    # per decoder layer); nproc ranks per node on nnodes nodes. batch_size is each rank's: the global
+    # batch is batch_size x nproc x nnodes
+    strategy: Strategy = "single"
+    nproc: int = 1
+    nnodes: int = 1
+    fsdp_cpu_offload: bool = False  # FSDP2 keeps the sharded parameters (and their optimizer state) in CPU memory
     optimizer: Optimizer = "adamw"
     weight_decay: float = 0.0
     max_grad_norm: float | None = None
@@ -78,6 +93,21 @@ class Settings:
                 self.target_accuracy, "must be in (0, 1] (a fraction: 0.75 is 75%)")
         require(self.target_every > 0, "target_every", self.target_every, "must be a positive integer (steps)")
         require(self.target_examples > 0, "target_examples", self.target_examples, "must be a positive integer")
+        require(self.nproc >= 1, "nproc", self.nproc, "must be a positive integer (ranks per node)")
+        require(self.nnodes >= 1, "nnodes", self.nnodes, "must be a positive integer (nodes)")
+        require(self.strategy != "single" or self.world_size == 1, "strategy", self.strategy,
+                f"runs one rank, and nproc x nnodes = {self.world_size}; choose 'ddp' or 'fsdp' to run several")
+        require(not self.fsdp_cpu_offload or self.strategy == "fsdp", "fsdp_cpu_offload", self.fsdp_cpu_offload,
+                f"needs strategy = 'fsdp' (strategy is {self.strategy!r})")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    @property
+    def distributed(self) -> bool:
+        """Launched by torchrun (a ddp or fsdp cell, even of one rank)."""
+        return self.strategy != "single"
 
     @property
     def checkpoint_every(self) -> int:
@@ -136,7 +166,9 @@ class Cell:
     @property
     def name(self) -> str:
         s = self.settings
-        return f"{self.model.name}/{self.method.name}/{self.task.name}/b{s.batch_size}x{s.seq_len}/seed{self.seed}"
+        ranks = f"/{s.strategy}{s.world_size}" if s.distributed else ""  # e.g. fsdp8: 8 ranks, FSDP
+        return (f"{self.model.name}/{self.method.name}/{self.task.name}/b{s.batch_size}x{s.seq_len}{ranks}"
+                f"/seed{self.seed}")
 
     def identity(self) -> dict[str, Any]:
         """Everything that defines the cell (and nothing else): the input of `cell_id`."""

@@ -41,3 +41,26 @@ def test_the_cell_id_is_its_identity_and_nothing_else() -> None:
     renamed = dataclasses.replace(c, method=dataclasses.replace(c.method, name="my-lora"))
     assert renamed.cell_id == c.cell_id and renamed.name != c.name  # a variant's name is a label
     assert c.name == "tiny-llama/lora/synthetic/b4x32/seed0"
+
+
+@pytest.mark.parametrize("settings, field, words", [
+    ({"nproc": 2}, "strategy", "choose 'ddp' or 'fsdp'"),
+    ({"strategy": "ddp", "nproc": 0}, "nproc", "positive integer"),
+    ({"strategy": "fsdp", "nnodes": 0}, "nnodes", "positive integer"),
+    ({"strategy": "ddp", "nproc": 2, "fsdp_cpu_offload": True}, "fsdp_cpu_offload", "needs strategy = 'fsdp'"),
+])
+def test_multi_rank_settings_are_checked_before_anything_runs(settings: dict, field: str, words: str) -> None:
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field) as err:
+        Settings(**settings)
+    assert words in str(err.value)
+
+
+def test_a_multi_rank_cell_says_its_ranks_in_its_name_and_keeps_old_ids_single() -> None:
+    from tests.helpers import cell
+
+    single, ranked = cell("lora"), cell("lora", strategy="fsdp", nproc=4, nnodes=2)
+    assert ranked.settings.world_size == 8 and ranked.name.endswith("/fsdp8/seed0")
+    assert "strategy" not in single.identity()["settings"]  # at its default: ids recorded before stay
+    assert ranked.identity()["settings"]["strategy"] == "fsdp"

@@ -59,6 +59,17 @@ BUILTIN: dict[str, BuiltinModel] = {
         num_attention_heads=24, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
         rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=_LLAMA_3_ROPE, tie_word_embeddings=True,
         bos_token_id=128000, eos_token_id=128001)),
+    # the shapes of the multi-GPU matrix (gpu-multi): Llama-3.1's, untied LM head
+    "llama-3.1-8b": BuiltinModel("Llama-3.1-8B shape, random weights (8.03e9 params)", dict(
+        model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling={**_LLAMA_3_ROPE, "factor": 8.0},
+        tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001)),
+    "llama-3.1-70b": BuiltinModel("Llama-3.1-70B shape, random weights (7.06e10 params)", dict(
+        model_type="llama", vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+        num_attention_heads=64, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling={**_LLAMA_3_ROPE, "factor": 8.0},
+        tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001)),
     "qwen2.5-0.5b": BuiltinModel("Qwen2.5-0.5B shape, random weights (4.94e8 params)", dict(
         model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
@@ -190,7 +201,10 @@ def load_model(spec: ModelSpec, config: Any, info: ModelInfo, num_labels: int, d
     if location is None:
         # Quantized loading goes through from_pretrained: write the random weights once, then load.
         with tempfile.TemporaryDirectory(prefix="bench-random-") as tmp:
-            from_config(config, info, num_labels, dtype, device).save_pretrained(tmp, safe_serialization=True)
+            random = from_config(config, info, num_labels, dtype, device)
+            # each rank of a multi-rank cell writes its own copy (transformers would write on rank 0 only)
+            random.should_save_on_this_rank = lambda is_main_process: True
+            random.save_pretrained(tmp, safe_serialization=True)
             return _from_pretrained(auto, tmp, {}, dtype, device, load_kwargs, config)
     return _from_pretrained(auto, location, extra, dtype, device, load_kwargs, config)
 

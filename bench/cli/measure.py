@@ -62,6 +62,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
     budget = capacity.parse_bytes(args.budget)
     matrix, cells = select_cells(args.matrix, args.only)
+    if args.vary == "gpus":
+        return _gpus_needed(cells, budget, args.limit or 512, args.gpus_per_node)
     if not _cuda():
         raise BenchError("capacity caps torch's CUDA allocator (set_per_process_memory_fraction): it needs a "
                          "CUDA GPU, and this machine has none")
@@ -73,6 +75,28 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     gpucheck.check(args.allow_busy_gpu)  # another process's memory would shrink every budget
     probe = capacity.launcher_probe(run_dir, matrix.name, budget)
     capacity.run_capacity(matrix.name, cells, run_dir, args.vary, budget, args.limit, probe)
+    return 0
+
+
+def _gpus_needed(cells: list[Any], budget: int, limit: int, per_node: int) -> int:
+    from bench.tools import capacity
+
+    print(f"GPUs of {budget / GIB:.2f} GiB (2^30 bytes) each that a cell needs, by the memory model (predicted "
+          f"per-rank peaks, torch's allocator; the CUDA context, ~0.5 GiB, comes on top); {per_node} GPUs a node")
+    for cell in cells:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                out = capacity.gpus_needed(cell, budget, limit, per_node)
+            except (UnsupportedError, OSError, ValueError) as exc:
+                print(f"{cell.name:<60} unsupported: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}")
+                continue
+        tried = ", ".join(f"{t['gpus']}: {_gib(t['peak_bytes']).strip()}" for t in out["tried"])
+        if out["gpus"] is None:
+            print(f"{cell.name:<60} does not fit: {out['note']} (per-rank peak GiB by GPUs: {tried})")
+        else:
+            print(f"{cell.name:<60} {out['gpus']} GPU(s): strategy {out['strategy']}, nproc {out['nproc']}, "
+                  f"nnodes {out['nnodes']}, {_gib(out['peak_bytes']).strip()} GiB a rank (tried {tried})")
     return 0
 
 
@@ -171,10 +195,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "attention runs with a mask (default: rows fill seq_len, as synthetic ones do)")
     p.set_defaults(func=cmd_predict)
     c = sub.add_parser("capacity", help="largest batch size (or seq_len) per cell that trains under a memory budget "
-                       "(CUDA)")
+                       "(CUDA), or how many GPUs of that size a cell needs (--vary gpus, predicted)")
     c.add_argument("matrix")
     c.add_argument("--budget", required=True, help="memory budget, e.g. 24GiB (2^30) or 80GB (10^9)")
-    c.add_argument("--vary", choices=["batch_size", "seq_len"], default="batch_size")
+    c.add_argument("--vary", choices=["batch_size", "seq_len", "gpus"], default="batch_size",
+                   help="gpus: the fewest GPUs of --budget each (sharded with FSDP past one) that the memory model "
+                   "says the cell fits on; predicted, so no GPU is needed")
+    c.add_argument("--gpus-per-node", type=positive_int, default=8, help="with --vary gpus: GPUs a node")
     c.add_argument("--only", help="glob over cell names or variant names")
     c.add_argument("--limit", type=positive_int, help="largest value to try (default: 4096 for batch_size, the "
                    "model's position limit for seq_len)")

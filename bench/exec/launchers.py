@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.errors import BenchError
-from bench.exec import worker
+from bench.exec import torchrun, worker
 from bench.results.record import Record
 from bench.spec import Cell
 
@@ -68,21 +68,8 @@ def spawn(target: Callable[..., None], args: tuple[Any, ...], timeout_s: float) 
 def _child(runner_pid: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
     """The spawned process: dies with the runner (a SIGKILLed runner must not leave a cell holding
     the GPU for the rerun to measure against), then runs its target."""
-    _die_with_parent(runner_pid)
+    worker.die_with_parent(runner_pid)
     target(*args)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() != parent_pid:  # the runner died before the line above took effect
-        os._exit(1)
 
 
 def kill_group(proc: Any) -> None:
@@ -103,16 +90,20 @@ class CellLauncher:
     thread pool leaks between cells. (Forking from a preloaded server would save the ~6 s of
     imports per cell, but forked cells measured up to 5x slower steps on the CPU here: the
     instrument would distort what it measures.) `target` replaces the cell's process body (tests
-    inject failing, hanging or crashing cells through it)."""
+    inject failing, hanging or crashing cells through it). A multi-rank cell runs under torchrun
+    (bench/exec/torchrun.py) instead, its ranks each running `rank_module`."""
 
-    def __init__(self, target: Callable[..., None] = _cell_target) -> None:
+    def __init__(self, target: Callable[..., None] = _cell_target, rank_module: str = torchrun.RANK_MODULE) -> None:
         self.target = target
+        self.rank_module = rank_module  # what each rank of a multi-rank cell runs (torchrun's module)
 
     def run(self, cell: Cell, run_dir: Path, matrix: str, slot_env: dict[str, str]) -> Record:
         """Run one cell; the record it wrote, or one saying how it ended."""
         logs = run_dir / "logs"
         logs.mkdir(exist_ok=True)
         log_path = logs / f"{cell.cell_id}.log"
+        if cell.settings.distributed:
+            return torchrun.run(cell, matrix, cell_env(slot_env), log_path, module=self.rank_module)
         ended = spawn(self.target, (cell.to_json(), matrix, cell_env(slot_env), str(log_path)),
                       cell.settings.timeout_s)
         if ended.result is not None:
@@ -131,11 +122,23 @@ class CellLauncher:
         return rec
 
 
-def run_job(cell_json: dict[str, Any], matrix: str, env: dict[str, str]) -> dict[str, Any]:
-    """A submitit job: runs in submitit's process on the node; the record comes back as JSON."""
+def run_job(cell_json: dict[str, Any], matrix: str, env: dict[str, str], folder: str = "") -> dict[str, Any]:
+    """A submitit job: runs in submitit's process on the node (one task per node); the record comes
+    back as JSON. A multi-rank cell runs torchrun on every node of the job, the rendezvous taken from
+    the job's environment (its first node, this node's index); the first node's task returns the record."""
     os.environ.update(env)
     os.environ.pop("BENCH_TTY", None)
-    return worker.run_cell(Cell.from_json(cell_json), matrix).to_json()
+    cell = Cell.from_json(cell_json)
+    if not cell.settings.distributed:
+        return worker.run_cell(cell, matrix).to_json()
+    rdzv = None
+    if cell.settings.nnodes > 1:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        rdzv = torchrun.Rendezvous(job.hostnames[0], job.node)
+    log = Path(folder or ".") / f"{cell.cell_id}.node{rdzv.node_rank if rdzv else 0}.log"
+    return torchrun.run(cell, matrix, {**os.environ}, log, folder or None, rdzv).to_json()
 
 
 class SubmititLauncher:
@@ -153,9 +156,14 @@ class SubmititLauncher:
         folder = run_dir / "submitit"
         executor = self.submitit.AutoExecutor(folder=folder, cluster=self.cluster)
         timeout_min = max(1, math.ceil(cell.settings.timeout_s / 60))
-        executor.update_parameters(timeout_min=timeout_min, name=f"bench-{cell.cell_id}", **self.params)
+        params = dict(self.params)
+        if cell.settings.distributed:  # one task per node, torchrun starts the ranks
+            params.update(nodes=cell.settings.nnodes, tasks_per_node=1)
+            if self.cluster == "slurm":
+                params["gpus_per_node"] = max(cell.settings.nproc, params.get("gpus_per_node") or 0)
+        executor.update_parameters(timeout_min=timeout_min, name=f"bench-{cell.cell_id}", **params)
         started = time.monotonic()
-        job = executor.submit(run_job, cell.to_json(), matrix, cell_env(slot_env))
+        job = executor.submit(run_job, cell.to_json(), matrix, cell_env(slot_env), str(folder))
         try:
             rec = Record.from_json(job.result())
         except Exception as exc:  # noqa: BLE001 - a failed job is a record, not a crash

@@ -6,6 +6,7 @@ The launcher starts `entry` in a fresh process per cell; it writes the record to
 from __future__ import annotations
 
 import json
+import signal
 import os
 import sys
 import traceback
@@ -101,6 +102,20 @@ def _failed(rec: Record, phase: Phase) -> None:
     print(f"cell failed {phase.where()}:", file=sys.stderr)
     traceback.print_exc(file=sys.stderr)
     sys.stderr.flush()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILLed when the parent dies (Linux): no orphan left holding a GPU or a port."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent_pid:  # the runner died before the line above took effect
+        os._exit(1)
 
 
 def redirect_to_log(log_path: str, env: dict[str, str]) -> None:

@@ -82,7 +82,8 @@ def gradient_bytes(params: list[nn.Parameter]) -> int:
     for p in params:
         if id(p) not in seen:
             seen.add(id(p))
-            total += p.numel() * p.element_size()
+            local = p.to_local() if hasattr(p, "to_local") else p  # a rank's shard of an FSDP parameter
+            total += local.numel() * local.element_size()
     return total
 
 

@@ -4,7 +4,7 @@ The model is built on the meta device (no memory) as `build.build_meta` makes it
 method loads it in, quantized the way transformers' bitsandbytes quantizer would, adapted by the
 method's own `adapt`. So the trainable set, every dtype and the quantized layers are read, not
 assumed, and the harness names no method. Static parts are exact arithmetic on facts (`static`);
-activations follow the formula in `activations`. The peak is the larger of the start of the
+activations follow the formula in `activations`; a multi-rank cell's figures are one rank's (`sharding`). The peak is the larger of the start of the
 backward (everything the forward saved plus the loss' temporaries, no gradients yet: the loop frees
 them every step) and the optimizer step (parameters, gradients and state).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bench.predict.activations import Activations, BatchShape, activations
+from bench.predict.sharding import shard
 from bench.predict.static import optimizer_bytes, stored_parameter_bytes, tensor_bytes
 
 if TYPE_CHECKING:
@@ -71,10 +72,13 @@ def predict(cell: Cell, device_type: str = "cuda", padded: bool = False) -> dict
         "gradients_bytes": sum(tensor_bytes(p) for p in built.trainable), "optimizer_bytes": optimizer,
         "optimizer_managed_bytes": managed, "activations_bytes": None, "other_bytes": None, "peak_bytes": None,
         "peak_phase": None, "trainable_params": sum(p.numel() for p in built.trainable), "positions": positions,
-        "padded": padded, "formula": None, "notes": notes, "detail": None}
+        "padded": padded, "formula": None, "notes": notes, "detail": None, "sharding": None}
     if not built.trainable:
         notes.append("the method trains nothing: no training peak to predict")
         return out
+    sharding = shard(out, built, device_type)  # one rank's figures where the cell runs on several
+    if sharding:
+        notes.append(sharding)
     if settings.padding != "max_length":
         notes.append(f"padding = {settings.padding!r}: predicted for rows of seq_len, an upper bound")
     acts = activations(built, BatchShape(settings.batch_size, positions, padded), device_type)

@@ -89,6 +89,7 @@ class Predicted(Block):
     formula: str | None = None
     notes: list[str] | None = None
     detail: dict[str, Any] | None = None
+    sharding: dict[str, Any] | None = None  # a multi-rank cell: what one rank holds (bench/predict/sharding.py)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Time(Block):
     train_s: float | None = None
     eval_s: float | None = None
     eval_examples_per_s: float | None = None
+
     padding_fraction: float | None = None  # padding positions / all positions of the timed steps
     compile_s: float | None = None  # time compilation added to the compile warm-up (not in any step time)
     compile_warmup_steps: int | None = None  # steps the compiled model took to run steadily
@@ -200,6 +202,23 @@ class Slot(Block):
 
 
 @dataclass
+class Ranks(Block):
+    """A cell over several ranks (bench/parallel.py): how it was wrapped, every rank's peaks and step
+    times (`per_rank`), their max / min / mean, and the global tokens per second."""
+
+    strategy: str | None = None  # ddp | fsdp
+    world_size: int | None = None
+    backend: str | None = None  # nccl | gloo
+    wrapped: str | None = None
+    per_rank: list[dict[str, Any]] | None = None
+    over_ranks: dict[str, dict[str, float]] | None = None  # figure -> {"max", "min", "mean"} over the ranks
+    global_tokens_per_step: float | None = None
+    global_tokens_per_s: float | None = None  # all ranks' real tokens per step over the slowest median step
+    collectives_s: float | None = None
+    collectives_note: str | None = None
+
+
+@dataclass
 class Executor(Block):
     name: str | None = None
     job_id: str | None = None
@@ -250,6 +269,7 @@ class Record(Block):
     slot: Slot = _block(Slot)
     worker_pid: int | None = None
     executor: Executor = _block(Executor)
+    ranks: Ranks = _block(Ranks)
 
     @property
     def ok(self) -> bool:

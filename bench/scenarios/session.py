@@ -16,7 +16,7 @@ import torch
 from bench import build
 from bench.exec.environment import cpu_name
 from bench.measure.breakdown import parameter_split
-from bench.measure.memory import MemoryTracker, apply_cap, warm_runtime
+from bench.measure.memory import RELEASE_NOTE, MemoryTracker, apply_cap, release_freed_blocks, warm_runtime
 from bench.measure.weights import bits_per_param_of, weights_breakdown
 from bench.results.record import Record
 from bench.spec import Cell
@@ -85,9 +85,14 @@ def open_session(cell: Cell, rec: Record, at: Callable[[str], None]) -> Iterator
     cap = apply_cap(device)
     if cap is not None:
         rec.memory_cap.set(**cap)
+    if s.cpu_allocator == "release":
+        release_freed_blocks()
     warm_runtime(device)
     with contextlib.ExitStack() as stack:
         memory = stack.enter_context(MemoryTracker(device))  # NVML and RSS baselines before anything loads
+        if s.cpu_allocator == "release":
+            memory.notes.append(RELEASE_NOTE if device.type == "cpu" else
+                                "cpu_allocator = 'release' changes host memory only: no GPU figure depends on it")
         built = build.build(plan, at)
         model = built.model
         rec.params.set(trainable=sum(p.numel() for p in built.trainable),
@@ -124,7 +129,9 @@ def checkpoint_bytes(params: dict[str, torch.Tensor]) -> int:
     """Size of the safetensors file the trainable weights save to."""
     from safetensors.torch import save_file
 
-    tensors = {n: p.detach().contiguous().cpu() for n, p in params.items()}
+    # an FSDP parameter is gathered whole first (every rank saves, so every rank joins the gather)
+    tensors = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().contiguous().cpu()
+               for n, p in params.items()}
     if not tensors:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import torch
 
-from bench import optim, recipe
+from bench import optim, parallel, recipe
 from bench.catalog.batches import positions, real_tokens
 from bench.loop import (
     Instruments,
@@ -84,15 +84,23 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
     model first steps on the warm-up batches until its steps are steady (compilation and
     recompilation happen there), then trains as any model does: warm-up steps, timed steps."""
     rec, settings, built, device = s.rec, s.settings, s.built, s.device
-    opt, opt_info = optim.build_optimizer(built.trainable, settings, device)
+    here = parallel.world()
+    model, trainable, wrapped = parallel.prepare(s.model, built.trainable, settings, device)
+    if wrapped:
+        rec.ranks.set(**wrapped)
+        if settings.strategy == "fsdp":  # this rank's shards, for the breakdown
+            s.parameter_split = {"quantized_payload_bytes": 0, "quant_constants_bytes": 0,
+                                 "unquantized_bytes": sum(parallel.local_bytes(p) for p in model.parameters())}
+    opt, opt_info = optim.build_optimizer(trainable, settings, device)
     rec.optimizer.set(**opt_info)
     total_steps = settings.warmup_steps + settings.steps
-    batches = list(built.batcher.train_batches(settings.batch_size, total_steps, s.cell.seed, device,
-                                               settings.padding))
+    # a rank takes its rows of each global batch: the ranks together train on what one rank would
+    batches = [parallel.rank_slice(b, here) for b in built.batcher.train_batches(
+        settings.batch_size * (here.size if here else 1), total_steps, s.cell.seed, device, settings.padding)]
     timed = batches[settings.warmup_steps:]
     tokens = sum(real_tokens(b) for b in timed)
     s.padded = tokens < settings.steps * settings.batch_size * settings.seq_len
-    step = Step(recipe.compiled(s.model, settings), opt, built.trainable, settings,
+    step = Step(recipe.compiled(model, settings), opt, trainable, settings,
                 recipe.forward_context(settings, s.autocast, device), loss)
     timer = StepTimer(device)
     with _step_bar(total_steps, s.cell.name) as bar:
@@ -104,7 +112,8 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
         t0 = _clock(device)
         if probe:
             probe.start()
-        train(step, batches, loop, Instruments(timer, watch, bar, meter, probe or NoProbe()))
+        train(step, batches, loop, Instruments(parallel.BarrierTimer(timer) if here else timer, watch, bar, meter,
+                                               probe or NoProbe()))
         span = meter.end()  # begun by the loop at the first timed step
         train_s = _clock(device) - t0
     if probe:  # the evaluations on the way are not training
@@ -117,12 +126,12 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
     if compile_times:
         rec.time.set(compile_warmup_steps=len(compile_times),
                      compile_s=max(0.0, sum(compile_times) - len(compile_times) * (rec.time.step_s_median or 0.0)))
-    losses = [float(x) for x in loop.losses.cpu()]
+    losses = [float(x) for x in parallel.mean_over_ranks(loop.losses).cpu()]  # the global batch's loss
     rec.quality.set(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
     state = optim.state_bytes(opt)
     rec.optimizer.set(**state, paged_active=device.type == "cuda" and state["state_bytes_managed"] > 0)
     cpu_measured = None if s.memory.cuda else rec.memory.peak_rss_above_baseline_bytes
-    rec.memory.breakdown.set(**breakdown(s.parameter_split, gradient_bytes(built.trainable), state,
+    rec.memory.breakdown.set(**breakdown(s.parameter_split, gradient_bytes(trainable), state,
                                          watch if isinstance(watch, PeakWatch) else None, cpu_measured))
     return batches
 

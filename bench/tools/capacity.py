@@ -163,3 +163,44 @@ def run_capacity(matrix: str, cells: list[Cell], run_dir: Path, vary: str, budge
             say(f"{cell.name:<60} largest {vary} = {best}  ({len(rec['probes'])} probes)")
             out.append(rec)
     return out
+
+
+GPUS_PER_NODE = 8
+
+
+def ranks_cell(cell: Cell, world: int, per_node: int = GPUS_PER_NODE) -> Cell:
+    """The cell over `world` ranks: as it is on one, sharded with FSDP on several (or the cell's own
+    strategy, if it names one), `per_node` ranks to a node."""
+    if world == 1:
+        s = dataclasses.replace(cell.settings, strategy="single", nproc=1, nnodes=1, fsdp_cpu_offload=False)
+    else:
+        strategy = cell.settings.strategy if cell.settings.distributed else "fsdp"
+        nodes = -(-world // per_node)
+        s = dataclasses.replace(cell.settings, strategy=strategy, nproc=min(world, per_node), nnodes=nodes)
+    return dataclasses.replace(cell, settings=s)
+
+
+def gpus_needed(cell: Cell, budget: int, limit: int = 512, per_node: int = GPUS_PER_NODE,
+                predict: Callable[[Cell, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The fewest GPUs of `budget` bytes each (1, 2, 4, ... up to `limit`) whose predicted per-rank
+    peak fits, by the memory model (no GPU needed). Past one node, nodes of `per_node` GPUs."""
+    if predict is None:
+        from bench.predict import predict as predict_fn
+
+        predict = predict_fn
+    tried: list[dict[str, Any]] = []
+    world = 1
+    while world <= limit:
+        ranked = ranks_cell(cell, world, per_node)
+        p = predict(ranked, "cuda")
+        peak = p.get("peak_bytes")
+        tried.append({"gpus": world, "strategy": ranked.settings.strategy, "peak_bytes": peak})
+        if peak is not None and peak <= budget:
+            return {"name": cell.name, "gpus": world, "nproc": ranked.settings.nproc, "nnodes": ranked.settings.nnodes,
+                    "strategy": ranked.settings.strategy, "peak_bytes": peak, "budget_bytes": budget, "tried": tried}
+        if peak is None or (ranked.settings.strategy == "ddp" and world > 1):
+            break  # no prediction, or DDP, which replicates: more GPUs never lower a rank's peak
+        world *= 2
+    return {"name": cell.name, "gpus": None, "budget_bytes": budget, "tried": tried,
+            "note": f"no world size up to {limit} fits by the memory model" if world > limit else
+            "more GPUs do not lower a rank's predicted peak (ddp replicates the model) or there is no prediction"}

@@ -88,3 +88,16 @@ def test_submitit_local_executor_records_match_the_process_executor(tmp_path: Pa
     missing = {k for k in measured if local[0].to_json().get(k) is None}
     assert not missing, f"missing from the submitit record: {missing}"
     assert len(local[0].time.step_s) == 2
+
+
+def test_submitit_local_executor_runs_a_multi_rank_cell_through_torchrun(tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    (tmp_path / "m.toml").write_text(MATRIX.replace('options = { r = 2 }', 'options = { r = 2 }\n'
+                                                    'settings = { strategy = "ddp", nproc = 2 }'))
+    out = subprocess.run([sys.executable, "-m", "bench", "run", str(tmp_path / "m.toml"), "--out",
+                          str(tmp_path / "run"), "--executor", "local"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    rec = store.read_records(tmp_path / "run")[0]
+    assert rec.status == "ok", rec.error
+    assert rec.executor.name == "local" and rec.ranks.world_size == 2 and len(rec.ranks.per_rank) == 2

@@ -54,3 +54,47 @@ def test_an_excluded_interval_stays_out_of_the_peak_and_earlier_peaks_are_kept()
 def test_rss_reads_are_bytes_of_this_process() -> None:
     now, peak = memory.rss_bytes(), memory.peak_rss_bytes()
     assert 0 < now <= peak
+
+
+# A fresh interpreter per case: mallopt changes the allocator of the whole process it runs in.
+_RETAINED = """
+import sys, torch
+from bench.measure import memory
+if sys.argv[1] == "release":
+    memory.release_freed_blocks()
+# glibc's default threshold rises to the size of the first block freed (up to 32 MiB, above which
+# every block is mapped): the second such block lands on the heap and stays resident when freed
+for _ in range(2):
+    before = memory.rss_bytes()
+    block = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
+    del block
+print(memory.rss_bytes() - before)
+"""
+
+
+@pytest.mark.parametrize("allocator", ["default", "release"])
+def test_cpu_allocator_release_gives_freed_blocks_back(allocator: str) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RETAINED, allocator], capture_output=True, text=True, check=True)
+    retained = int(out.stdout.split()[-1])
+    if allocator == "release":  # the block was mapped on its own and unmapped when freed
+        assert retained < 8 * 2**20
+    else:  # why the setting exists: glibc's defaults keep the freed block resident
+        assert retained > 12 * 2**20
+
+
+def test_a_cell_with_the_release_allocator_says_so_in_its_record(tmp_path) -> None:
+    from bench.config import load_matrix
+    from bench.exec import runner
+    from bench.results import store
+    from tests.helpers import tiny_matrix
+
+    path = tmp_path / "m.toml"
+    path.write_text(tiny_matrix('[[methods]]\nmethod = "lora"\nsettings = { cpu_allocator = "release" }\n'))
+    matrix = load_matrix(str(path))
+    runner.run_matrix(matrix, matrix.cells, tmp_path / "run", False, {"command": "t", "started_at": "n"})
+    rec = store.read_records(tmp_path / "run")[0]
+    assert rec.status == "ok" and rec.settings["cpu_allocator"] == "release"
+    assert any("M_MMAP_THRESHOLD" in n for n in rec.memory.notes)

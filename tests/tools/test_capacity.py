@@ -122,3 +122,42 @@ def test_a_probe_that_fails_otherwise_stops_the_search() -> None:
     assert rec["status"] == "error" and "batch_size = 16 ended error: boom" in rec["error"]
     assert rec["best"] is None
     assert [p["value"] for p in rec["probes"]] == [4, 8, 16]
+
+
+def test_gpus_needed_is_the_fewest_ranks_whose_predicted_peak_fits() -> None:
+    from tests.helpers import cell
+
+    seen = []
+
+    def predict(c, device):  # a rank's peak halves with every doubling of FSDP ranks
+        seen.append((c.settings.strategy, c.settings.nproc, c.settings.nnodes))
+        return {"peak_bytes": 100 * 2**30 // c.settings.world_size}
+
+    out = capacity.gpus_needed(cell("full"), 30 * 2**30, predict=predict, per_node=2)
+    assert out["gpus"] == 4 and (out["nproc"], out["nnodes"], out["strategy"]) == (2, 2, "fsdp")
+    assert seen == [("single", 1, 1), ("fsdp", 2, 1), ("fsdp", 2, 2)]
+    ddp = capacity.gpus_needed(cell("full", strategy="ddp", nproc=2), 30 * 2**30,
+                               predict=lambda c, d: {"peak_bytes": 100 * 2**30})
+    assert ddp["gpus"] is None and "ddp replicates" in ddp["note"] and len(ddp["tried"]) == 2
+
+
+def test_the_memory_model_shards_fsdp_and_not_ddp() -> None:
+    from bench.predict import predict
+    from tests.helpers import cell
+
+    one, ddp = predict(cell("full"), "cuda"), predict(cell("full", strategy="ddp", nproc=4), "cuda")
+    fsdp = predict(cell("full", strategy="fsdp", nproc=4), "cuda")
+    assert ddp["peak_bytes"] == one["peak_bytes"] and ddp["sharding"] is None
+    s = fsdp["sharding"]
+    assert s["shard_bytes"] == one["parameters_bytes"] // 4
+    assert fsdp["parameters_bytes"] == s["shard_bytes"] + s["root_gathered_bytes"] + s["layers_gathered_bytes"]
+    assert fsdp["optimizer_bytes"] == one["optimizer_bytes"] // 4
+    assert fsdp["gradients_bytes"] == one["gradients_bytes"] // 4 + s["unsharded_layer_gradients_bytes"]
+
+
+def test_capacity_answers_how_many_gpus_from_the_cli(tmp_path, capsys) -> None:
+    from bench.cli import main
+
+    assert main(["capacity", "gpu-multi", "--budget", "80GiB", "--vary", "gpus", "--only", "*8b/full-fsdp/*fsdp2/*"]) == 0
+    out = capsys.readouterr().out
+    assert "llama-3.1-8b/full-fsdp" in out and "GPU(s): strategy fsdp" in out

@@ -91,3 +91,13 @@ def test_the_cli_explains_a_run_against_a_figure(tmp_path: Path, capsys: pytest.
     assert "seq_len: 32 -> 128" in out and "precision: fp32 -> bf16" in out and "unexplained" in out
     assert cli.main(["explain", str(tmp_path), "--figure-gib", "0.2", "--set", "precision=fp16"]) == 2
     assert "precision = 'fp16' is not valid" in capsys.readouterr().err
+
+
+def test_the_cpu_allocator_is_accounting_not_a_predicted_share() -> None:
+    a, _ = _rec(32, "fp32", 0.10)
+    b, _ = _rec(32, "fp32", 0.08, cpu_allocator="release")
+    ex = explain.two(a, b)
+    assert [p.name for p in ex.parts] == ["unexplained"]  # the model predicts live tensors either way
+    assert "accounting differs: cpu_allocator default -> release" in ex.text()
+    assert "cpu_allocator = \"release\"" in explain.one(a).text()  # the default's note points at the setting
+    assert "cpu_allocator" not in explain.one(b).text()
