@@ -93,6 +93,9 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
         raise UnsupportedError(reason)
     weights_dtype, compute_dtype = dtypes(cell.settings.precision, device)
     task = tasks.load_task(cell.task)
+    if task.generative and info.kind != "causal":
+        raise UnsupportedError(f"task {task.name!r} is scored by generation, which needs a causal LM; {info.name} is "
+                               f"an {info.kind} ({info.model_type})")
     ctx = CellContext(info, cell.settings, device, weights_dtype, compute_dtype, cell.seed,
                       task_instruction=task.instruction)
     return Plan(cell, method, hf_config, ctx, task)

@@ -41,6 +41,23 @@ def unsupported_reason(info: "ModelInfo", settings: "Settings", method: "Method"
         return f"attn_implementation = {settings.attn_implementation!r}: {missing}"
     if settings.compile not in ("off", "default", "max-autotune-no-cudagraphs") and device_type not in ("cuda", "meta"):
         return f"compile = {settings.compile!r} uses CUDA graphs, which need CUDA: use 'default' on the CPU"
+    return distributed_reason(settings)
+
+
+def distributed_reason(settings: "Settings") -> str | None:
+    """Recipe axes a multi-rank cell does not take yet (each would train something else than it says)."""
+    if not settings.distributed:
+        return None
+    if settings.loss != "standard":
+        return (f"strategy = {settings.strategy!r} with loss = {settings.loss!r}: the loss replaces the LM head before "
+                "the model is wrapped or sharded, so DDP would not synchronise its gradients and FSDP would not shard "
+                "or train it; use loss = 'standard'")
+    if settings.compile != "off":
+        return (f"strategy = {settings.strategy!r} with compile = {settings.compile!r}: each rank would decide on its "
+                "own clock when compilation has settled, and the ranks' collectives would stop pairing up")
+    if settings.padding == "packed":
+        return (f"strategy = {settings.strategy!r} with padding = 'packed': a packed batch is one row, which cannot "
+                "be split between ranks")
     return None
 
 

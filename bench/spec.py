@@ -25,7 +25,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {"compile": "off", "attn_implementation": None
                                    "padding": "max_length", "activation_offload": False, "loss_chunks": 8,
                                    "target_accuracy": None, "target_every": 25, "target_examples": 200,
                                    "cpu_allocator": "default", "strategy": "single", "nproc": 1, "nnodes": 1,
-                                   "fsdp_cpu_offload": False}
+                                   "fsdp_cpu_offload": False, "max_new_tokens": 64,
+                                   "general_tokens": 16384}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Settings:
     max_grad_norm: float | None = None
     eval_examples: int | None = 256  # None: the whole eval split; 0: no evaluation
     eval_batch_size: int = 32
+    max_new_tokens: int = 64  # a generative task: tokens generated per answer at most (greedy)
+    general_tokens: int = 16384  # forgetting: tokens of general text scored before and after training
     timeout_s: float = 1800.0
     threads: int | None = None  # CPU threads for torch (None: torch's default)
 
@@ -93,6 +96,8 @@ class Settings:
                 self.target_accuracy, "must be in (0, 1] (a fraction: 0.75 is 75%)")
         require(self.target_every > 0, "target_every", self.target_every, "must be a positive integer (steps)")
         require(self.target_examples > 0, "target_examples", self.target_examples, "must be a positive integer")
+        require(self.max_new_tokens > 0, "max_new_tokens", self.max_new_tokens, "must be a positive integer")
+        require(self.general_tokens > 1, "general_tokens", self.general_tokens, "must be an integer > 1")
         require(self.nproc >= 1, "nproc", self.nproc, "must be a positive integer (ranks per node)")
         require(self.nnodes >= 1, "nnodes", self.nnodes, "must be a positive integer (nodes)")
         require(self.strategy != "single" or self.world_size == 1, "strategy", self.strategy,

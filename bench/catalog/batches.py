@@ -36,7 +36,31 @@ class Batcher:
     seq_len: int
     demos: list[Example] = field(default_factory=list)
 
+    def _generative(self, ex: Example, with_target: bool = True) -> Encoded:
+        """The prompt (after any demonstrations, each with its worked target), then the target and
+        an end-of-sequence token; the loss is on the target only."""
+        before, after = self.task.prompt.split("{text}")
+        ids = self.tok.encode("", True)
+        for demo in self.demos:
+            ids += self.tok.encode(before + demo.text + after, False)
+            ids += self.tok.encode(" " + demo.target + "\n\n", False)
+        ids += self.tok.encode(before + ex.text + after, False)
+        if len(ids) >= self.seq_len:
+            raise UnsupportedError(f"seq_len = {self.seq_len} is too short for a {self.task.name} prompt of {len(ids)} "
+                                   f"tokens{' with its demonstrations' if self.demos else ''}; raise seq_len")
+        if not with_target:
+            return Encoded(ids, [IGNORE] * len(ids))
+        target = self.tok.encode(" " + ex.target, False) + ([self.tok.eos_id] if self.tok.eos_id is not None else [])
+        target = target[: self.seq_len - len(ids)]  # a target longer than the room left is cut at its end
+        return Encoded(ids + target, [IGNORE] * len(ids) + target)
+
+    def prompt(self, ex: Example) -> list[int]:
+        """What generation starts from: the prompt alone (a generative task)."""
+        return self._generative(ex, with_target=False).input_ids
+
     def _causal(self, ex: Example, label: int) -> Encoded:
+        if self.task.generative:
+            return self._generative(ex)
         before, after = self.task.prompt.split("{text}")
         answer = self.tok.encode(" " + self.task.label_words[label], False)
         head = self.tok.encode("", True)

@@ -18,13 +18,17 @@ from bench.registry import Registry, decorator
 from bench.spec import TaskSpec
 
 # The modules that register tasks, imported on first use (they import this one).
-TASK_MODULES = ("bench.catalog.synthetic", "bench.catalog.mr")
+TASK_MODULES = ("bench.catalog.synthetic", "bench.catalog.mr", "bench.catalog.arith", "bench.catalog.gsm8k")
 
 
 @dataclass(frozen=True)
 class Example:
     text: str
-    label: int
+    label: int = 0
+    # a generative task's: what the model is trained to write after the prompt (a worked solution)
+    # and the final answer its output is scored against by exact match
+    target: str = ""
+    answer: str = ""
 
 
 @dataclass
@@ -40,6 +44,9 @@ class Task:
     prompt: str = "Review: {text}\nSentiment:"
     # what the task asks, in words (prompt tuning's default initialisation reads it)
     instruction: str = "Classify the sentiment of this text as positive or negative."
+    # scored by generation (greedy decoding, the answer extracted and matched exactly) instead of
+    # by the likelier label word; trained on the target after the prompt, the prompt masked
+    generative: bool = False
 
     def test_subset(self, n: int | None) -> list[Example]:
         return self.test if n is None else self.test[:n]
@@ -98,8 +105,9 @@ def split_sha256(train: list[Example], validation: list[Example], test: list[Exa
     h = hashlib.sha256()
     for name, rows in (("train", train), ("validation", validation), ("test", test)):
         h.update(f"{name} {len(rows)}\n".encode())
-        for ex in rows:
-            h.update(f"{ex.label}\t{ex.text}\n".encode("utf-8"))
+        for ex in rows:  # a generative example adds its target and answer (classification hashes stay)
+            extra = f"\t{ex.target}\t{ex.answer}" if ex.target or ex.answer else ""
+            h.update(f"{ex.label}\t{ex.text}{extra}\n".encode("utf-8"))
     return h.hexdigest()
 
 
@@ -110,3 +118,11 @@ def make_task(name: str, splits: tuple[list[Example], list[Example], list[Exampl
                   "sizes": {"train": len(train), "validation": len(validation), "test": len(test)}, **data}
     return Task(name, ["negative", "positive"], train, validation, test, natural_text, provenance,
                 instruction=instruction)
+
+
+def make_generative_task(name: str, splits: tuple[list[Example], list[Example], list[Example]], source: str,
+                         instruction: str, prompt: str, **data: Any) -> Task:
+    """A task scored by generation: natural text, no label words."""
+    task = make_task(name, splits, True, source, instruction, **data)
+    task.label_words, task.prompt, task.generative = [], prompt, True
+    return task

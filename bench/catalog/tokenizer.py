@@ -6,6 +6,10 @@ from typing import Any, Protocol
 
 class Tokenizer(Protocol):
     pad_id: int
+    eos_id: int | None  # ends a generated answer
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of generated ids, special tokens dropped."""
 
     def encode(self, text: str, first: bool) -> list[int]:
         """Token ids of `text`; `first` adds the special tokens that start a sequence."""
@@ -30,6 +34,9 @@ class ByteTokenizer:
     def finish(self, ids: list[int]) -> list[int]:
         return ids
 
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - 3 for i in ids if 3 <= i < 259).decode("utf-8", errors="replace")
+
 
 class HFTokenizer:
     def __init__(self, tok: Any) -> None:
@@ -38,6 +45,10 @@ class HFTokenizer:
         if pad is None:
             pad = tok.eos_token_id if tok.eos_token_id is not None else 0
         self.pad_id = int(pad)
+        self.eos_id = tok.eos_token_id
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
 
     def encode(self, text: str, first: bool) -> list[int]:
         ids = self.tok(text, add_special_tokens=False)["input_ids"]

@@ -126,7 +126,8 @@ def run_job(cell_json: dict[str, Any], matrix: str, env: dict[str, str], folder:
     """A submitit job: runs in submitit's process on the node (one task per node); the record comes
     back as JSON. A multi-rank cell runs torchrun on every node of the job, the rendezvous taken from
     the job's environment (its first node, this node's index); the first node's task returns the record."""
-    os.environ.update(env)
+    # the submitter's SLURM_* and GPU list (a runner inside an allocation) must not stand for this job's
+    os.environ.update({k: v for k, v in env.items() if not k.startswith("SLURM_") and k != "CUDA_VISIBLE_DEVICES"})
     os.environ.pop("BENCH_TTY", None)
     cell = Cell.from_json(cell_json)
     if not cell.settings.distributed:

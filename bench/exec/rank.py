@@ -28,14 +28,14 @@ def main(argv: list[str]) -> int:
     from bench.spec import Cell
 
     cell_path, out_dir, matrix = argv
-    worker.die_with_parent(os.getppid())  # torchrun's agent killed: no rank left holding a GPU
     cell = Cell.from_json(json.loads(Path(cell_path).read_text()))
     rank = int(os.environ.get("RANK", 0))
     try:
         here = parallel.init(cell.settings.timeout_s)
     except Exception as exc:  # noqa: BLE001 - a rank that cannot join is a record, not a crash
         rec = worker.base_record(cell, matrix)
-        rec.status, rec.error, rec.finished_at = "error", f"rank {rank} could not join the process group: {exc}", worker.now()
+        rec.status, rec.finished_at = "error", worker.now()
+        rec.error = f"rank {rank} could not join the process group: {exc}"
         _write(rank_file(out_dir, rank), rec.to_json())
         return 1
     rec = worker.run_cell(cell, matrix)
@@ -62,7 +62,23 @@ def _write(path: Path, obj: dict) -> None:
     write_json(str(path), obj)
 
 
+def _die_with_agent() -> None:
+    """Before anything slow: SIGKILLed when torchrun's agent dies (its ranks run in sessions of their
+    own, out of reach of a kill of the agent's), and gone at once if it died already."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() == 1:  # reparented: the agent is gone
+            os._exit(1)
+
+
 if __name__ == "__main__":
+    _die_with_agent()
     code = main(sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()

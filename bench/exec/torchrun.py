@@ -51,12 +51,15 @@ def command(cell: Cell, cell_path: str, out_dir: str, matrix: str, rdzv: Rendezv
     return cmd + ["-m", module, cell_path, out_dir, matrix]
 
 
-def too_few_gpus(cell: Cell) -> str | None:
-    """Why the cell cannot run here: more ranks a node than this node has GPUs (a machine without
-    CUDA runs its ranks on the CPU, with gloo)."""
+def too_few_gpus(cell: Cell, env: dict[str, str] | None = None) -> str | None:
+    """Why the cell cannot run here: more ranks a node than the GPUs its slot sees (CUDA_VISIBLE_DEVICES
+    in `env`, else this node's); a machine without CUDA runs its ranks on the CPU, with gloo."""
     import torch
 
     have = torch.cuda.device_count()  # NVML's count: no CUDA context in the runner
+    visible = (env or {}).get("CUDA_VISIBLE_DEVICES")
+    if have and visible is not None:
+        have = len([d for d in visible.split(",") if d.strip()])
     if 0 < have < cell.settings.nproc:
         return (f"nproc = {cell.settings.nproc} ranks a node need {cell.settings.nproc} GPUs, and this node has "
                 f"{have} (visible to CUDA)")
@@ -72,7 +75,10 @@ def run(cell: Cell, matrix: str, env: dict[str, str], log_path: Path, work_dir: 
         rdzv: Rendezvous | None = None, module: str = RANK_MODULE) -> Record:
     """Run the cell's ranks on this node; the cell's record (on a multi-node job, what this node saw).
     `module` is what each rank runs (the tests hand in ranks that die or hang)."""
-    short = too_few_gpus(cell)
+    short = too_few_gpus(cell, env)
+    if cell.settings.nnodes > 1 and rdzv is None:
+        short = (f"nnodes = {cell.settings.nnodes}: a multi-node cell runs as a SLURM job (--executor slurm), one "
+                 "task per node; this executor runs on one machine")
     if short:
         rec = worker.base_record(cell, matrix)
         rec.status, rec.error, rec.finished_at = "unsupported", short, worker.now()

@@ -6,8 +6,8 @@ The launcher starts `entry` in a fresh process per cell; it writes the record to
 from __future__ import annotations
 
 import json
-import signal
 import os
+import signal
 import sys
 import traceback
 from dataclasses import dataclass, field

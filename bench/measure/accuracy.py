@@ -64,8 +64,13 @@ def _encoder_chunk(model: torch.nn.Module, batcher: Batcher, chunk: list[Example
 
 def evaluate(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int,
              device: torch.device, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-             ) -> dict[str, Any]:
-    """Accuracy and mean loss over `examples` (the loss of the gold label's tokens for causal LMs)."""
+             max_new_tokens: int = 64) -> dict[str, Any]:
+    """Accuracy and mean loss over `examples` (the loss of the gold label's tokens for causal LMs);
+    on a generative task, accuracy by generation (bench/measure/generation.py)."""
+    if batcher.task.generative:
+        from bench.measure.generation import evaluate_generation
+
+        return evaluate_generation(model, batcher, examples, batch_size, device, autocast, max_new_tokens)
     was_training = model.training
     model.eval()
     per_chunk = max(1, batch_size // len(batcher.task.label_words)) if batcher.kind == "causal" else batch_size

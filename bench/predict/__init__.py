@@ -4,7 +4,8 @@ The model is built on the meta device (no memory) as `build.build_meta` makes it
 method loads it in, quantized the way transformers' bitsandbytes quantizer would, adapted by the
 method's own `adapt`. So the trainable set, every dtype and the quantized layers are read, not
 assumed, and the harness names no method. Static parts are exact arithmetic on facts (`static`);
-activations follow the formula in `activations`; a multi-rank cell's figures are one rank's (`sharding`). The peak is the larger of the start of the
+activations follow the formula in `activations`; a multi-rank cell's figures are one rank's
+(`sharding`). The peak is the larger of the start of the
 backward (everything the forward saved plus the loss' temporaries, no gradients yet: the loop frees
 them every step) and the optimizer step (parameters, gradients and state).
 """

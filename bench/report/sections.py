@@ -29,7 +29,12 @@ DEFINITIONS = (
     ("Throughput", "mean real (non-padding) tokens per timed step divided by the median step time: the same "
                    "statistic as the step time, so the two rank methods alike (results.csv also has "
                    "tokens_per_s_overall, all timed tokens over the summed step times)."),
-    ("Accuracy", "on the first eval_examples sentences of the task's fixed test split, after training."),
+    ("Accuracy", "on the first eval_examples examples of the task's fixed test split, after training; on a "
+                 "generative task (arith, gsm8k) by greedy generation, exact match on the extracted final number. "
+                 "'Acc. before training' is the same score before the first step (zero-shot)."),
+    ("Forgetting", "mean per-token loss on general text after training minus before (nats/token; causal LMs); "
+                   "the record's quality.general_text names the text."),
+    ("Eval gen. tokens/s", "tokens generated per second by the evaluation after training (generative tasks)."),
     ("Energy", "joules over the timed steps (device synchronized at both ends), per 1,000 real tokens in "
                "the tables; train_kJ in the charts. CUDA: NVML's total-energy counter of the whole GPU (power "
                "samples integrated where it has none). CPU: the RAPL package counters, where readable, which "

@@ -127,7 +127,9 @@ class Time(Block):
     train_s: float | None = None
     eval_s: float | None = None
     eval_examples_per_s: float | None = None
-
+    eval_generated_tokens: int | None = None  # a generative task: tokens generated in the evaluation after training
+    eval_generated_tokens_per_s: float | None = None
+    eval_max_new_tokens: int | None = None
     padding_fraction: float | None = None  # padding positions / all positions of the timed steps
     compile_s: float | None = None  # time compilation added to the compile warm-up (not in any step time)
     compile_warmup_steps: int | None = None  # steps the compiled model took to run steadily
@@ -149,6 +151,8 @@ class Quality(Block):
     general_tokens: int | None = None
     general_text: str | None = None
     forgetting_note: str | None = None
+    scored_by: str | None = None  # "generation" (greedy, exact match on the extracted answer); None: label words
+    samples: list[dict[str, Any]] | None = None  # a generative task: the first outputs, their extracted and gold answers
 
 
 @dataclass

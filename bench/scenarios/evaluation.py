@@ -52,11 +52,17 @@ def evaluate_after(s: Session, examples: list[Example], even_if_meaningless: boo
     if settings.eval_examples == 0 or (s.meaningless_accuracy and not even_if_meaningless):
         return None
     s.memory.reset()
-    result = evaluate(s.model, s.built.batcher, examples, settings.eval_batch_size, s.device, s.autocast)
+    result = evaluate(s.model, s.built.batcher, examples, settings.eval_batch_size, s.device, s.autocast,
+                      settings.max_new_tokens)
     rec.quality.eval_examples = result["eval_examples"]
     if not s.meaningless_accuracy:
         rec.quality.set(accuracy=result["accuracy"], eval_loss=result["eval_loss"])
     rec.time.set(eval_s=result["eval_s"], eval_examples_per_s=result["eval_examples_per_s"])
+    if s.plan.task.generative:
+        rec.quality.set(scored_by="generation", samples=result["samples"])
+        rec.time.set(eval_generated_tokens=result["generated_tokens"],
+                     eval_generated_tokens_per_s=result["generated_tokens_per_s"],
+                     eval_max_new_tokens=result["max_new_tokens"])
     peaks = s.memory.read()
     rec.memory.set(eval_peak_allocated_bytes=peaks["peak_allocated_bytes"],
                    eval_peak_rss_above_baseline_bytes=peaks["peak_rss_above_baseline_bytes"])

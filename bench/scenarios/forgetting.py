@@ -2,7 +2,9 @@
 fine-tuning (the difference is the forgetting figure, as in peft's method comparison).
 
 The text is a local UTF-8 file (BENCH_GENERAL_TEXT), else, when the hub is reachable and the
-`datasets` package installed, the test split of wikitext-2-raw-v1. Without either the fields are null with a note: never a failed cell. The text is
+`datasets` package installed, the test split of wikitext-2-raw-v1, else the public-domain text that
+ships with the suite (bench/data/general), so a fresh machine offline has the figure too. A missing
+figure is a null with a note: never a failed cell. The text is
 cut into rows of the cell's seq_len, at most MAX_TOKENS tokens, so it stays cheap.
 """
 from __future__ import annotations
@@ -23,25 +25,52 @@ LOGITS_BUDGET_BYTES = 256 * 2**20  # fp32 logits of one forward: bounds rows x s
 
 @functools.lru_cache(maxsize=4)
 def load_text(path: str | None) -> tuple[str | None, str]:
-    """(text, where it came from), or (None, why there is none)."""
+    """(text, where it came from), or (None, why there is none): the file given, else wikitext-2
+    from the hub, else the text shipped with the suite (bench/data/general)."""
     if path:
         try:
             return Path(path).read_text(encoding="utf-8"), f"file:{path}"
         except (OSError, UnicodeDecodeError) as exc:
             return None, f"general text {path!r} unreadable ({type(exc).__name__}: {exc})"
+    text, why = _wikitext()
+    if text is not None:
+        return text, why
+    return shipped_text()
+
+
+def _wikitext() -> tuple[str | None, str]:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return None, f"no general text: {TEXT_ENV} is unset and the hub is off (HF_HUB_OFFLINE)"
+        return None, "the hub is off (HF_HUB_OFFLINE)"
     try:
         import datasets
     except ImportError:
-        return None, f"no general text: {TEXT_ENV} is unset and the 'datasets' package is missing"
+        return None, "the 'datasets' package is missing"
     if not hub_reachable():
-        return None, f"no general text: {TEXT_ENV} is unset and huggingface.co is unreachable"
+        return None, "huggingface.co is unreachable"
     try:
         rows = datasets.load_dataset(WIKI[0], WIKI[1], split=WIKI[2])
-    except Exception as exc:  # noqa: BLE001 - any hub failure is a note, not a failed cell
-        return None, f"no general text: {'/'.join(WIKI)} failed to load ({type(exc).__name__})"
+    except Exception as exc:  # noqa: BLE001 - any hub failure falls back to the shipped text
+        return None, f"{'/'.join(WIKI)} failed to load ({type(exc).__name__})"
     return "".join(r["text"] for r in rows), f"hub:{'/'.join(WIKI)}"
+
+
+SHIPPED = "data/general/sherlock-holmes-i-ii.txt.gz"
+SHIPPED_SHA256 = "fcb69889d6df295a1b62f58ba302ac5c2d9ea523973aec4ff2e505daee0dbbd3"
+
+
+def shipped_text() -> tuple[str | None, str]:
+    """The public-domain text that ships with the suite, checked against its checksum."""
+    import gzip
+    import hashlib
+    from importlib import resources
+
+    try:
+        raw = gzip.decompress(resources.files("bench").joinpath(SHIPPED).read_bytes())
+    except (OSError, EOFError) as exc:
+        return None, f"no general text: the shipped {SHIPPED} is unreadable ({type(exc).__name__})"
+    if hashlib.sha256(raw).hexdigest() != SHIPPED_SHA256:
+        return None, f"no general text: the shipped {SHIPPED} does not match its checksum (a damaged installation)"
+    return raw.decode("utf-8"), f"packaged:{SHIPPED} (Doyle, public domain; see bench/data/general/README.md)"
 
 
 def chunks(ids: list[int], seq_len: int, max_tokens: int = MAX_TOKENS) -> list[list[int]]:
@@ -108,7 +137,7 @@ class Forgetting:
             return
         try:
             loss, tokens = general_loss(model, tok, self.text, settings.seq_len, settings.eval_batch_size, device,
-                                        autocast)
+                                        autocast, settings.general_tokens)
         except Exception as exc:  # noqa: BLE001 - out of memory or an odd model: a note, not a failed cell
             self.text = None
             self.quality.set(forgetting_note=f"general-text loss failed {when} training ({type(exc).__name__}: {exc})",

@@ -125,13 +125,31 @@ def predicted(cell: Cell, device_type: str, padded: bool = False) -> dict[str, A
         return {"peak_bytes": None, "notes": [f"no prediction: {type(exc).__name__}: {exc}"]}
 
 
+def _sharded_checkpoint_bytes(params: dict[str, torch.Tensor]) -> int:
+    """The safetensors file of FSDP-sharded weights, sized without gathering them (a whole model per
+    rank in host memory): 8 bytes of header length, the JSON header padded to 8 bytes, the data."""
+    import json
+
+    from safetensors.torch import _TYPES
+
+    names = {dtype: name for name, dtype in _TYPES.items()}
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, p in sorted(params.items()):
+        size = p.numel() * p.element_size()  # a DTensor's numel is the whole tensor's
+        header[name] = {"dtype": names[p.dtype], "shape": list(p.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"))
+    return 8 + len(text) + (-len(text)) % 8 + offset
+
+
 def checkpoint_bytes(params: dict[str, torch.Tensor]) -> int:
     """Size of the safetensors file the trainable weights save to."""
     from safetensors.torch import save_file
 
-    # an FSDP parameter is gathered whole first (every rank saves, so every rank joins the gather)
-    tensors = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().contiguous().cpu()
-               for n, p in params.items()}
+    if any(hasattr(p, "full_tensor") for p in params.values()):
+        return _sharded_checkpoint_bytes(params)
+    tensors = {n: p.detach().contiguous().cpu() for n, p in params.items()}
     if not tensors:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:

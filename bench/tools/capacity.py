@@ -174,6 +174,8 @@ def ranks_cell(cell: Cell, world: int, per_node: int = GPUS_PER_NODE) -> Cell:
     if world == 1:
         s = dataclasses.replace(cell.settings, strategy="single", nproc=1, nnodes=1, fsdp_cpu_offload=False)
     else:
+        if world > per_node and world % per_node:
+            raise ValueError(f"{world} GPUs do not fill nodes of {per_node}")
         strategy = cell.settings.strategy if cell.settings.distributed else "fsdp"
         nodes = -(-world // per_node)
         s = dataclasses.replace(cell.settings, strategy=strategy, nproc=min(world, per_node), nnodes=nodes)
@@ -182,15 +184,17 @@ def ranks_cell(cell: Cell, world: int, per_node: int = GPUS_PER_NODE) -> Cell:
 
 def gpus_needed(cell: Cell, budget: int, limit: int = 512, per_node: int = GPUS_PER_NODE,
                 predict: Callable[[Cell, str], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The fewest GPUs of `budget` bytes each (1, 2, 4, ... up to `limit`) whose predicted per-rank
-    peak fits, by the memory model (no GPU needed). Past one node, nodes of `per_node` GPUs."""
+    """The fewest GPUs of `budget` bytes each whose predicted per-rank peak fits, by the memory model
+    (no GPU needed): 1, 2, 4, ... up to a node of `per_node`, then 2, 4, 8, ... whole nodes, up to `limit`."""
     if predict is None:
         from bench.predict import predict as predict_fn
 
         predict = predict_fn
     tried: list[dict[str, Any]] = []
+    worlds = sorted({w for w in (2**k for k in range(12)) if w < per_node} | {per_node})  # in a node: 1, 2, 4, ...
+    worlds += [per_node * 2**k for k in range(1, 12)]  # then whole nodes: 2, 4, 8, ... of them
     world = 1
-    while world <= limit:
+    for world in (w for w in worlds if w <= limit):
         ranked = ranks_cell(cell, world, per_node)
         p = predict(ranked, "cuda")
         peak = p.get("peak_bytes")
@@ -200,7 +204,8 @@ def gpus_needed(cell: Cell, budget: int, limit: int = 512, per_node: int = GPUS_
                     "strategy": ranked.settings.strategy, "peak_bytes": peak, "budget_bytes": budget, "tried": tried}
         if peak is None or (ranked.settings.strategy == "ddp" and world > 1):
             break  # no prediction, or DDP, which replicates: more GPUs never lower a rank's peak
-        world *= 2
+    else:
+        world = limit + 1
     return {"name": cell.name, "gpus": None, "budget_bytes": budget, "tried": tried,
             "note": f"no world size up to {limit} fits by the memory model" if world > limit else
             "more GPUs do not lower a rank's predicted peak (ddp replicates the model) or there is no prediction"}

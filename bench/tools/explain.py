@@ -28,7 +28,8 @@ from bench.spec import Cell, MethodSpec, ModelSpec, Settings, TaskSpec
 ORDER = ("batch_size", "seq_len", "padding", "precision", "gradient_checkpointing", "activation_offload",
          "loss", "loss_chunks", "optimizer", "attn_implementation", "compile")
 NOT_MEMORY = {"steps", "warmup_steps", "lr", "weight_decay", "max_grad_norm", "eval_examples", "eval_batch_size",
-              "timeout_s", "threads", "target_accuracy", "target_every", "target_examples"}
+              "timeout_s", "threads", "target_accuracy", "target_every", "target_examples", "max_new_tokens",
+              "general_tokens"}
 # what the memory model predicts is the tensors alive at the peak; these change only how much of the
 # freed memory the measured figure also holds
 ACCOUNTING = {"cpu_allocator"}

@@ -9,7 +9,7 @@ from bench.spec import TaskSpec
 
 
 def test_the_registry_holds_every_task_module() -> None:
-    assert list(tasks.registry()) == ["mr", "synthetic"]
+    assert list(tasks.registry()) == ["arith", "gsm8k", "mr", "synthetic"]
     with pytest.raises(ConfigError, match="m.toml: tasks\\[0\\]: unknown task 'synthetc'.*did you mean 'synthetic'"):
         tasks.parse_spec("synthetc", "m.toml: tasks[0]")
     with pytest.raises(ConfigError, match="expected a task name or a table with 'name'"):

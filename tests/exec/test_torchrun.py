@@ -167,3 +167,36 @@ def test_a_cell_wanting_more_gpus_than_the_node_has_is_unsupported(monkeypatch: 
     assert "need 8 GPUs, and this node has 2" in torchrun.too_few_gpus(eight)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # no CUDA: the ranks run on the CPU
     assert torchrun.too_few_gpus(eight) is None
+
+
+def test_recipe_axes_a_multi_rank_cell_cannot_take_are_refused_before_loading() -> None:
+    from bench.recipe import distributed_reason
+    from tests.helpers import cell
+
+    assert distributed_reason(cell("lora", strategy="ddp", nproc=2).settings) is None
+    for axis, words in (({"loss": "chunked"}, "LM head"), ({"compile": "default"}, "own clock"),
+                        ({"padding": "packed"}, "one row")):
+        assert words in distributed_reason(cell("lora", strategy="fsdp", nproc=2, **axis).settings)
+
+
+def test_a_multi_node_cell_on_one_machine_and_a_slot_short_of_gpus_are_unsupported(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    from tests.helpers import cell
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert "this node has 2" in torchrun.too_few_gpus(cell("lora", strategy="ddp", nproc=4),
+                                                      {"CUDA_VISIBLE_DEVICES": "0,1"})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    rec = torchrun.run(cell("lora", strategy="ddp", nproc=2, nnodes=2), "m", {}, tmp_path / "log")
+    assert rec.status == "unsupported" and "--executor slurm" in rec.error
+
+
+def test_a_sharded_checkpoint_is_sized_as_the_file_it_would_be() -> None:
+    import torch
+
+    from bench.scenarios.session import _sharded_checkpoint_bytes, checkpoint_bytes
+
+    params = {"a.weight": torch.randn(3, 5), "b.lora_A": torch.randn(7, dtype=torch.bfloat16), "c": torch.randn(2)}
+    assert _sharded_checkpoint_bytes(params) == checkpoint_bytes(params)

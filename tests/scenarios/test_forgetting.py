@@ -69,12 +69,26 @@ def test_the_record_has_before_after_and_the_difference(text_file: Path) -> None
     assert "random weights" in q.forgetting_note
 
 
-def test_without_text_the_fields_are_null_with_a_note(offline: None) -> None:
+def test_offline_the_shipped_text_gives_the_figure(offline: None) -> None:
+    rec = run_cell(cell("lora", options={"r": 4}, steps=1, warmup_steps=0, eval_examples=4, general_tokens=512))
+    q = rec.quality
+    assert rec.status == "ok", rec.error
+    assert q.general_text.startswith("packaged:data/general/sherlock-holmes-i-ii.txt.gz")
+    assert q.forgetting == pytest.approx(q.general_loss_after - q.general_loss_before)
+    assert 0 < q.general_tokens <= 512  # general_tokens bounds what is scored
+
+
+def test_the_shipped_text_is_checked_and_a_damaged_copy_is_a_note(offline: None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    text, source = forgetting.shipped_text()
+    assert text.startswith("ADVENTURE I. A SCANDAL IN BOHEMIA") and len(text) == 95874 and "packaged:" in source
+    monkeypatch.setattr(forgetting, "SHIPPED_SHA256", "0" * 64)
+    forgetting.load_text.cache_clear()
     rec = run_cell(cell("lora", options={"r": 4}, steps=1, warmup_steps=0, eval_examples=4))
     q = rec.quality
     assert rec.status == "ok", rec.error
     assert q.general_loss_before is None and q.general_loss_after is None and q.forgetting is None
-    assert "HF_HUB_OFFLINE" in q.forgetting_note
+    assert "does not match its checksum" in q.forgetting_note
 
 
 def test_an_unreadable_file_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

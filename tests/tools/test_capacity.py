@@ -158,6 +158,24 @@ def test_the_memory_model_shards_fsdp_and_not_ddp() -> None:
 def test_capacity_answers_how_many_gpus_from_the_cli(tmp_path, capsys) -> None:
     from bench.cli import main
 
-    assert main(["capacity", "gpu-multi", "--budget", "80GiB", "--vary", "gpus", "--only", "*8b/full-fsdp/*fsdp2/*"]) == 0
+    assert main(["capacity", "gpu-multi", "--budget", "80GiB", "--vary", "gpus",
+                 "--only", "*8b/full-fsdp/*fsdp2/*"]) == 0
     out = capsys.readouterr().out
     assert "llama-3.1-8b/full-fsdp" in out and "GPU(s): strategy fsdp" in out
+
+
+def test_past_one_node_gpus_come_in_whole_nodes() -> None:
+    from tests.helpers import cell
+
+    tried = capacity.gpus_needed(cell("full"), 1, limit=48, per_node=6,
+                                 predict=lambda c, d: {"peak_bytes": 2**40 // c.settings.world_size})["tried"]
+    assert [t["gpus"] for t in tried] == [1, 2, 4, 6, 12, 24, 48]
+
+
+def test_fsdp_over_quantized_weights_has_no_sharded_prediction() -> None:
+    from bench.errors import UnsupportedError
+    from bench.predict import predict
+    from tests.helpers import cell
+
+    with pytest.raises(UnsupportedError, match="quantized"):
+        predict(cell("qlora", strategy="fsdp", nproc=2), "cuda")
