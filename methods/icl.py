@@ -1,5 +1,6 @@
 """In-context learning: no parameter changes; k labelled train examples go in front of every
-evaluation prompt, and the label words are scored after it (causal LMs only)."""
+evaluation prompt, and the label words are scored after it, or the answer generated after it on a
+generative task, where each demonstration carries its worked solution (causal LMs only)."""
 from __future__ import annotations
 
 import random
@@ -23,7 +24,7 @@ class IclOptions:
 def pick_demonstrations(train: list[Example], shots: int, n_labels: int, seed: int) -> list[Example]:
     """`shots` train examples, as balanced across labels as the split allows, in a seeded order."""
     rng = random.Random(seed)
-    by_label: list[list[Example]] = [[] for _ in range(n_labels)]
+    by_label: list[list[Example]] = [[] for _ in range(max(1, n_labels))]  # a generative task: one pool
     for ex in rng.sample(train, len(train)):
         by_label[ex.label].append(ex)
     picked: list[Example] = []
