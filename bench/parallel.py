@@ -9,6 +9,8 @@ each rank's figures go to rank 0, which writes the cell's one record with its `r
 """
 from __future__ import annotations
 
+import os
+import socket
 import statistics
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,16 +36,12 @@ def world() -> World | None:
 
     if not (dist.is_available() and dist.is_initialized()):
         return None
-    import os
-
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def init(timeout_s: float) -> World:
     """Join torchrun's process group (NCCL on CUDA, gloo on the CPU); collectives give up after the
     cell's timeout, and the launcher kills the ranks at it anyway."""
-    import os
-
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -151,7 +149,7 @@ def rank_block(rec: Any) -> dict[str, Any]:
     m, t = rec.memory, rec.time
     tokens_per_step = t.tokens_per_s * t.step_s_median if t.tokens_per_s and t.step_s_median else None
     return {"rank": here.rank if here else 0, "local_rank": here.local_rank if here else 0,
-            "host": __import__("socket").gethostname(),
+            "host": socket.gethostname(),
             "peak_allocated_bytes": m.peak_allocated_bytes, "peak_reserved_bytes": m.peak_reserved_bytes,
             "nvml_process_peak_bytes": m.nvml_process_peak_bytes,
             "peak_rss_above_baseline_bytes": m.peak_rss_above_baseline_bytes,

@@ -62,23 +62,12 @@ def _write(path: Path, obj: dict) -> None:
     write_json(str(path), obj)
 
 
-def _die_with_agent() -> None:
-    """Before anything slow: SIGKILLed when torchrun's agent dies (its ranks run in sessions of their
-    own, out of reach of a kill of the agent's), and gone at once if it died already."""
-    if sys.platform == "linux":
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            return
-        if os.getppid() == 1:  # reparented: the agent is gone
-            os._exit(1)
-
-
 if __name__ == "__main__":
-    _die_with_agent()
+    from bench.exec.worker import die_with_parent
+
+    # before torch loads: die with torchrun's agent (its ranks run in sessions of their own, out of
+    # reach of a kill of the agent's), and at once if it is gone already
+    die_with_parent()
     code = main(sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()

@@ -68,7 +68,7 @@ def too_few_gpus(cell: Cell, env: dict[str, str] | None = None) -> str | None:
 
 def _pdeathsig() -> None:
     """In torchrun's process, before it runs: die with the runner (the ranks die with torchrun)."""
-    worker.die_with_parent(os.getppid())
+    worker.die_with_parent()
 
 
 def run(cell: Cell, matrix: str, env: dict[str, str], log_path: Path, work_dir: str | None = None,

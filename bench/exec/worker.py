@@ -104,8 +104,10 @@ def _failed(rec: Record, phase: Phase) -> None:
     sys.stderr.flush()
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """SIGKILLed when the parent dies (Linux): no orphan left holding a GPU or a port."""
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """SIGKILLed when the parent dies (Linux): no orphan left holding a GPU or a port. Gone at once if
+    the parent died before that took effect: its pid is no longer the parent's (`parent_pid`), or,
+    where the caller does not know it, the process was handed to init."""
     if sys.platform != "linux":
         return
     import ctypes
@@ -114,7 +116,7 @@ def die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         return
-    if os.getppid() != parent_pid:  # the runner died before the line above took effect
+    if os.getppid() != parent_pid if parent_pid is not None else os.getppid() == 1:
         os._exit(1)
 
 

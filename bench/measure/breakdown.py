@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.measure.weights import weights_breakdown
+from bench.parallel import local_bytes
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -82,8 +83,7 @@ def gradient_bytes(params: list[nn.Parameter]) -> int:
     for p in params:
         if id(p) not in seen:
             seen.add(id(p))
-            local = p.to_local() if hasattr(p, "to_local") else p  # a rank's shard of an FSDP parameter
-            total += local.numel() * local.element_size()
+            total += local_bytes(p)  # a rank's shard of an FSDP parameter
     return total
 
 

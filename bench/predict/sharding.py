@@ -25,12 +25,6 @@ if TYPE_CHECKING:
     from bench.build import MetaBuilt
 
 
-def _layers(model: Any) -> list[Any]:
-    from bench.parallel import decoder_layers
-
-    return decoder_layers(model)
-
-
 def shard(out: dict[str, Any], built: MetaBuilt, device_type: str) -> str | None:
     """Turn the whole-model static figures in `out` into one rank's; the formula's words, or None."""
     settings = built.plan.cell.settings
@@ -43,7 +37,9 @@ def shard(out: dict[str, Any], built: MetaBuilt, device_type: str) -> str | None
         raise UnsupportedError("strategy 'fsdp' over bitsandbytes' quantized parameters is not supported (FSDP2 "
                                "shards plain tensors): no sharded prediction")
     compute = 2 if settings.precision in ("bf16-mixed", "bf16") else 4
-    layers = _layers(built.model)
+    from bench.parallel import decoder_layers
+
+    layers = decoder_layers(built.model)
     in_layers = {id(p) for layer in layers for p in layer.parameters()}
     trainable = {id(p) for p in built.trainable}
 

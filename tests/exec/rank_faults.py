@@ -14,7 +14,7 @@ from bench.exec import rank
 if __name__ == "__main__":
     from bench.exec.worker import die_with_parent
 
-    die_with_parent(os.getppid())
+    die_with_parent()
     fault = os.environ.get("BENCH_TEST_RANK_FAULT", "")
     if os.environ.get("RANK") == "1" and fault == "die":
         threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
