@@ -58,6 +58,7 @@ class Method:
     trains: ClassVar[bool] = True  # False for methods that never update parameters (ICL)
     virtual_tokens: ClassVar[bool] = False  # True where trained tokens go in front of each row (prompt, prefix)
     origin: ClassVar[str | None] = None
+    decoder: ClassVar[str] = "transformers generate"  # what `generate` runs, for the record
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -80,3 +81,13 @@ class Method:
     def demonstrations(self, task: "Task", ctx: CellContext) -> list["Example"]:
         """Examples put in front of every evaluation prompt (in-context learning)."""
         return []
+
+    def generate(self, model: "nn.Module", input_ids: "torch.Tensor", attention_mask: "torch.Tensor",
+                 config: Any) -> Any:
+        """Greedy decoding for accuracy by generation (`config`: a transformers GenerationConfig):
+        transformers' `generate`, returning what it returns. A method whose additions `generate`
+        mishandles decodes itself (and names it in `decoder`); the harness checks either against the
+        model's forward before it scores anything (bench/measure/generation.py)."""
+        from bench.measure.generation import hf_generate
+
+        return hf_generate(model, input_ids, attention_mask, config)

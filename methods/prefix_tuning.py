@@ -3,8 +3,10 @@
 peft feeds the prefixes in as a key/value cache (`past_key_values`, or `cache` in newer
 transformers). Whether a model's forward takes one depends on the model and the transformers
 version (causal LMs do in transformers 5; most encoders' forwards no longer do, and some releases
-still list the argument but reject or ignore it). A signature says too little, so `adapt` decides by trying: one forward of two tokens
-through the wrapped model; a model that refuses is `unsupported`, with the reason.
+still list the argument but reject or ignore it). A signature says too little, so `adapt` decides by
+trying: one forward of two tokens through the wrapped model; a model that refuses is `unsupported`,
+with the reason. Generation decodes with methods/_peft.py's own loop (peft's `generate` drops the
+prefix under transformers 5.24).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 from bench.errors import UnsupportedError, require
 from bench.method import CellContext, Method
 from bench.registry import register_method
-from methods._peft import task_type, wrap
+from methods._peft import PROMPT_LEARNING_DECODER, decode_prompt_learning, task_type, wrap
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,10 @@ def check_prefixes_reach_attention(model: Any, name: str) -> None:
 class PrefixTuning(Method):
     name = "prefix_tuning"
     Config = PrefixTuningOptions
-    description = "prefix tuning through peft (virtual key/value tokens per layer; models whose forward takes past_key_values)"
+    description = ("prefix tuning through peft (virtual key/value tokens per layer; models whose forward takes "
+                   "past_key_values)")
     virtual_tokens = True
+    decoder = PROMPT_LEARNING_DECODER
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         from peft import PrefixTuningConfig
@@ -74,3 +78,6 @@ class PrefixTuning(Method):
         if ctx.device.type != "meta":  # the memory model builds on the meta device: nothing to run there
             check_prefixes_reach_attention(model, ctx.model.name)
         return model
+
+    def generate(self, model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
+        return decode_prompt_learning(model, input_ids, attention_mask, config)

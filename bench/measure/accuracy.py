@@ -64,13 +64,15 @@ def _encoder_chunk(model: torch.nn.Module, batcher: Batcher, chunk: list[Example
 
 def evaluate(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int,
              device: torch.device, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-             max_new_tokens: int = 64) -> dict[str, Any]:
+             max_new_tokens: int = 64, decode: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Accuracy and mean loss over `examples` (the loss of the gold label's tokens for causal LMs);
-    on a generative task, accuracy by generation (bench/measure/generation.py)."""
+    on a generative task, accuracy by generation (bench/measure/generation.py) decoded by `decode`
+    (the method's `generate`; None: transformers' `generate`)."""
     if batcher.task.generative:
-        from bench.measure.generation import evaluate_generation
+        from bench.measure.generation import evaluate_generation, hf_generate
 
-        return evaluate_generation(model, batcher, examples, batch_size, device, autocast, max_new_tokens)
+        return evaluate_generation(model, batcher, examples, batch_size, device, autocast, max_new_tokens,
+                                   decode or hf_generate)
     was_training = model.training
     model.eval()
     per_chunk = max(1, batch_size // len(batcher.task.label_words)) if batcher.kind == "causal" else batch_size

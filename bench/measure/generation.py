@@ -66,9 +66,18 @@ def end_ids(model: torch.nn.Module, eos_id: int | None) -> list[int]:
     return ids
 
 
+Decode = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Any], Any]  # Method.generate's signature
+
+
+def hf_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, config: Any) -> Any:
+    """transformers' `generate` (what a method decodes with unless it says otherwise)."""
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+
+
 def generate(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, eos_id: int | None,
-             max_new_tokens: int, device: torch.device) -> list[list[int]]:
-    """Greedy continuations of `prompts`, decoded as one left-padded batch; each cut at its first end token."""
+             max_new_tokens: int, device: torch.device, decode: Decode = hf_generate) -> list[list[int]]:
+    """Greedy continuations of `prompts`, decoded as one left-padded batch by `decode` (the method's
+    `generate`); each cut at its first end token."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -76,8 +85,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, eos_
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
     ends = end_ids(model, eos_id)
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                         generation_config=greedy(max_new_tokens, pad_id, ends))
+    out = decode(model, ids.to(device), mask.to(device), greedy(max_new_tokens, pad_id, ends))
     rows = []
     for row in out[:, width:].tolist():
         stop = next((i for i, t in enumerate(row) if t in ends), len(row))
@@ -88,18 +96,19 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, eos_
 CHECK_TOKENS = 4  # the first tokens come from the prompt's forward, the next from generate's cache
 
 
-def check_generate_matches_forward(model: torch.nn.Module, prompt: list[int], device: torch.device) -> None:
-    """`generate` must compute what the model's forward computes: the logits of its first few greedy
+def check_generate_matches_forward(model: torch.nn.Module, prompt: list[int], device: torch.device,
+                                   decode: Decode = hf_generate) -> None:
+    """Decoding must compute what the model's forward computes: the logits of its first few greedy
     tokens against one forward over the prompt and those tokens. Where a method's forward and
     generation part ways, accuracy by generation would score another model: refuse. (transformers
-    5.24 passes its own `cache` and ignores a `past_key_values` beside it, which is how peft hands
-    over a prefix; and peft, finding no `past_key_values`, puts prompt tuning's virtual tokens in
-    front of every new token again.)"""
+    5.24's `generate` passes its own `cache` and ignores a `past_key_values` beside it, which is how
+    peft hands over a prefix; and peft, finding no `past_key_values`, puts prompt tuning's virtual
+    tokens in front of every new token again: those two methods decode with their own `generate`.)"""
     from bench.errors import UnsupportedError
 
     ids = torch.tensor([prompt], device=device)
     config = greedy(CHECK_TOKENS, None, [], output_logits=True, return_dict_in_generate=True)
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    out = decode(model, ids, torch.ones_like(ids), config)
     steps = torch.stack([step[0] for step in out.logits]).float()  # the logits of each generated token
     new = out.sequences[0, -len(out.logits):].tolist()
     # the same tokens through one plain forward: what the model computes for each of them
@@ -111,30 +120,29 @@ def check_generate_matches_forward(model: torch.nn.Module, prompt: list[int], de
     # a dropped prefix moves logits by far more (0.29 of ~1 on the tiny test model)
     ulp = torch.finfo(logits.dtype).eps
     if gap > max(1e-3, 4 * ulp) * max(1.0, float(forward.abs().max())):
-        raise UnsupportedError(f"accuracy by generation: generate() does not compute this model's forward (the logits "
+        raise UnsupportedError(f"accuracy by generation: decoding does not compute this model's forward (the logits "
                                f"of its first {len(new)} tokens differ by up to {gap:.3g}); with these transformers "
-                               "and peft versions, generation mishandles what the method adds to the forward (a "
-                               "prefix cache, virtual tokens)")
+                               "and peft versions, generation mishandles what the method adds to the forward")
 
 
 def evaluate_generation(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int,
                         device: torch.device, autocast: Callable[[], ContextManager[Any]],
-                        max_new_tokens: int) -> dict[str, Any]:
-    """Exact-match accuracy of the extracted answers over `examples`, the generation's throughput and
-    a few outputs."""
+                        max_new_tokens: int, decode: Decode = hf_generate) -> dict[str, Any]:
+    """Exact-match accuracy of the extracted answers over `examples` decoded by `decode` (the method's
+    `generate`), the generation's throughput and a few outputs."""
     was_training = model.training
     model.eval()
     correct = generated = 0
     samples: list[dict[str, Any]] = []
     with torch.inference_mode(), autocast():
         if examples:
-            check_generate_matches_forward(model, batcher.prompt(examples[0]), device)
+            check_generate_matches_forward(model, batcher.prompt(examples[0]), device, decode)
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast():
         for i in range(0, len(examples), batch_size):
             chunk = examples[i:i + batch_size]
             outputs = generate(model, [batcher.prompt(ex) for ex in chunk], batcher.tok.pad_id, batcher.tok.eos_id,
-                               max_new_tokens, device)
+                               max_new_tokens, device, decode)
             for ex, ids in zip(chunk, outputs):
                 text = batcher.tok.decode(ids)
                 got = extract_answer(text)

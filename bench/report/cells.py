@@ -115,7 +115,7 @@ def _speed_and_quality(rec: Record) -> dict[str, Any]:
         "compile_warmup_steps": num(t.compile_warmup_steps),
         "train_s": num(t.train_s), "eval_s": num(t.eval_s), "eval_examples_per_s": num(t.eval_examples_per_s),
         "accuracy_%": 100 * num(q.accuracy), "accuracy_before_%": 100 * num(q.accuracy_before),
-        "scored_by": q.scored_by or "label words", "forgetting": num(q.forgetting),
+        "scored_by": q.scored_by or "label words", "decoder": q.decoder or "", "forgetting": num(q.forgetting),
         "eval_generated_tokens_per_s": num(t.eval_generated_tokens_per_s),
         "eval_loss": num(q.eval_loss), "train_loss_first": num(q.train_loss_first),
         "train_loss_last": num(q.train_loss_last), "eval_examples": num(q.eval_examples),

@@ -152,6 +152,7 @@ class Quality(Block):
     general_text: str | None = None
     forgetting_note: str | None = None
     scored_by: str | None = None  # "generation" (greedy, exact match on the extracted answer); None: label words
+    decoder: str | None = None  # what decoded, when scored by generation (the method's `decoder`)
     samples: list[dict[str, Any]] | None = None  # a generative task: the first outputs, their extracted and gold answers
 
 

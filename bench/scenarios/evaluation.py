@@ -53,13 +53,13 @@ def evaluate_after(s: Session, examples: list[Example], even_if_meaningless: boo
         return None
     s.memory.reset()
     result = evaluate(s.model, s.built.batcher, examples, settings.eval_batch_size, s.device, s.autocast,
-                      settings.max_new_tokens)
+                      settings.max_new_tokens, s.plan.method.generate)
     rec.quality.eval_examples = result["eval_examples"]
     if not s.meaningless_accuracy:
         rec.quality.set(accuracy=result["accuracy"], eval_loss=result["eval_loss"])
     rec.time.set(eval_s=result["eval_s"], eval_examples_per_s=result["eval_examples_per_s"])
     if s.plan.task.generative:
-        rec.quality.set(scored_by="generation", samples=result["samples"])
+        rec.quality.set(scored_by="generation", decoder=s.plan.method.decoder, samples=result["samples"])
         rec.time.set(eval_generated_tokens=result["generated_tokens"],
                      eval_generated_tokens_per_s=result["generated_tokens_per_s"],
                      eval_max_new_tokens=result["max_new_tokens"])

@@ -50,7 +50,8 @@ class TargetProbe:
         now, j = time.perf_counter(), self.meter.read()
         with self.s.memory.excluded(), head_on(self.loss):
             result = evaluate(self.s.model, self.s.built.batcher, self.examples, self.s.settings.eval_batch_size,
-                              self.s.device, self.s.autocast, self.s.settings.max_new_tokens)
+                              self.s.device, self.s.autocast, self.s.settings.max_new_tokens,
+                              self.s.plan.method.generate)
         self.meter.sync()
         spent_s = time.perf_counter() - now
         j_after = self.meter.read()

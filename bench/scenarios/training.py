@@ -45,7 +45,7 @@ def run(s: Session, loop: LoopState) -> None:
     s.at("evaluation before")
     if settings.eval_examples != 0 and not s.meaningless_accuracy:
         rec.quality.accuracy_before = evaluate(s.model, built.batcher, eval_set, settings.eval_batch_size, device,
-                                               s.autocast, settings.max_new_tokens)["accuracy"]
+                                               s.autocast, settings.max_new_tokens, s.plan.method.generate)["accuracy"]
     forgetting = Forgetting(rec.quality, s.plan.ctx.model.kind, True, s.plan.ctx.model.random_weights, settings)
     forgetting.measure("before", s.model, built.batcher.tok, settings, device, s.autocast)
     s.at("training")

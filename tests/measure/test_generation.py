@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.catalog.batches import IGNORE
-from bench.measure.generation import evaluate_generation, extract_answer, generate, normalize
+from bench.measure.generation import evaluate_generation, extract_answer, generate, greedy, normalize
 from bench.registry import load_methods
 from tests.helpers import built
 
@@ -33,18 +33,55 @@ def test_numbers_compare_as_written_in_gsm8k() -> None:
     assert normalize("1,000") == normalize("1000") == "1000" and normalize("7.") == "7"
 
 
-def test_a_left_padded_batch_generates_what_each_row_generates_alone() -> None:
-    b = built("full", task="arith", seq_len=160)
+@pytest.mark.parametrize("method", ["full", "prompt_tuning", "prefix_tuning"])  # generate, and the peft decoder
+def test_a_left_padded_batch_generates_what_each_row_generates_alone(method: str) -> None:
+    b = built(method, task="arith", seq_len=160)
     torch.manual_seed(0)
     b.model.eval()
-    tok = b.batcher.tok
+    tok, decode = b.batcher.tok, b.plan.method.generate
     prompts = [b.batcher.prompt(ex) for ex in b.plan.task.test[:5]]
     assert len({len(p) for p in prompts}) > 1  # rows of different lengths: the batch is padded
     with torch.inference_mode():
-        batch = generate(b.model, prompts, tok.pad_id, tok.eos_id, 12, torch.device("cpu"))
-        alone = [generate(b.model, [p], tok.pad_id, tok.eos_id, 12, torch.device("cpu"))[0] for p in prompts]
+        batch = generate(b.model, prompts, tok.pad_id, tok.eos_id, 12, torch.device("cpu"), decode)
+        alone = [generate(b.model, [p], tok.pad_id, tok.eos_id, 12, torch.device("cpu"), decode)[0] for p in prompts]
     assert batch == alone
     assert all(len(r) > 0 for r in batch)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
+def test_the_prompt_learning_decoder_computes_the_forward_at_every_step(method: str) -> None:
+    """Each generated token's logits equal those of one forward through peft's model over the prompt
+    and the tokens before it, and the virtual tokens matter: the base model alone decodes otherwise."""
+    b = built(method, task="arith", seq_len=160)
+    b.model.eval()
+    prompt = b.batcher.prompt(b.plan.task.test[0])
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        out = b.plan.method.generate(b.model, ids, torch.ones_like(ids),
+                                     greedy(8, None, [], output_logits=True, return_dict_in_generate=True))
+        new = out.sequences[0, len(prompt):].tolist()
+        assert len(new) == len(out.logits) == 8
+        whole = torch.tensor([prompt + new[:-1]])
+        forward = b.model(input_ids=whole, attention_mask=torch.ones_like(whole)).logits[0, -len(new):]
+        base = b.model.get_base_model()(input_ids=whole).logits[0, -len(new):]
+    steps = torch.stack([step[0] for step in out.logits])
+    assert torch.allclose(steps, forward, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(steps, base, atol=1e-2)  # what a decoder that lost the virtual tokens computes
+
+
+def test_decoding_that_loses_the_prefix_is_refused_before_anything_is_scored() -> None:
+    """The check behind every generative score: a decoder that does not compute the forward (here the
+    base model's own generate, which knows nothing of the prefix) is `unsupported`."""
+    from bench.errors import UnsupportedError
+
+    b = built("prefix_tuning", task="arith", seq_len=160)
+
+    def without_prefix(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, config: object) -> object:
+        return model.get_base_model().generate(input_ids=ids, attention_mask=mask, generation_config=config)
+
+    with pytest.raises(UnsupportedError, match="decoding does not compute this model's forward"):
+        evaluate_generation(b.model, b.batcher, b.plan.task.test[:2], 2, torch.device("cpu"),
+                            lambda: torch.autocast("cpu", enabled=False), 4, without_prefix)
 
 
 def test_training_rows_put_the_loss_on_the_target_only() -> None:
@@ -78,31 +115,11 @@ def test_demonstrations_carry_their_worked_solution_and_stay_out_of_the_loss() -
     assert text.endswith(f"Question: {ex.text}\nAnswer:")
 
 
-def _generation_drops_past_key_values() -> bool:
-    """transformers 5.24's generate passes a `cache` and ignores the `past_key_values` peft gives beside
-    it (prefix tuning's prefix), and peft, seeing no `past_key_values`, prepends prompt tuning's virtual
-    tokens to every new token; 5.17, the GPU image's, has no `cache` argument."""
-    import inspect
-
-    from transformers.models.llama.modeling_llama import LlamaForCausalLM
-
-    return "cache" in inspect.signature(LlamaForCausalLM.forward).parameters
-
-
 @pytest.mark.parametrize("method", list(load_methods()))
 def test_every_method_is_scored_by_generation_on_a_causal_lm(method: str) -> None:
-    from bench.errors import UnsupportedError
-
     b = built(method, task="arith", seq_len=1000)  # room for in-context learning's 4 worked demonstrations
-    # under 5.24, generation loses prefix tuning's prefix and repeats prompt tuning's virtual tokens
-    # at every step: the check refuses both rather than score another model
-    if method in ("prefix_tuning", "prompt_tuning") and _generation_drops_past_key_values():
-        with pytest.raises(UnsupportedError, match="generate\\(\\) does not compute this model's forward"):
-            evaluate_generation(b.model, b.batcher, b.plan.task.test[:4], 4, torch.device("cpu"),
-                                lambda: torch.autocast("cpu", enabled=False), 6)
-        return
     out = evaluate_generation(b.model, b.batcher, b.plan.task.test[:4], 4, torch.device("cpu"),
-                              lambda: torch.autocast("cpu", enabled=False), 6)
+                              lambda: torch.autocast("cpu", enabled=False), 6, b.plan.method.generate)
     assert out["eval_examples"] == 4 and 0 <= out["accuracy"] <= 1
     assert 0 < out["generated_tokens"] <= 4 * 6 and out["generated_tokens_per_s"] > 0
     assert [s["answer"] for s in out["samples"]] == [e.answer for e in b.plan.task.test[:3]]
