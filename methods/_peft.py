@@ -64,7 +64,8 @@ def decode_prompt_learning(model: Any, input_ids: Any, attention_mask: Any, conf
     else:
         raise ValueError(f"no decoder for peft type {peft_config.peft_type}")
     eos = config.eos_token_id
-    ends = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=device)
+    ends = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), dtype=torch.long,
+                        device=device)
     pad = config.pad_token_id
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens, logits = [], []
