@@ -18,9 +18,6 @@ def wrap(model: Any, config: Any) -> Any:
     return get_peft_model(model, config)
 
 
-PROMPT_LEARNING_DECODER = "bench greedy decoder over the base model's key/value cache (methods/_peft.py)"
-
-
 def decode_prompt_learning(model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
     """Greedy decoding for peft's prompt tuning and prefix tuning, over the base model's key/value
     cache, returning what transformers' `generate` returns for `config`.
@@ -88,3 +85,13 @@ def decode_prompt_learning(model: Any, input_ids: Any, attention_mask: Any, conf
     if config.return_dict_in_generate:
         return GenerateDecoderOnlyOutput(sequences=sequences, logits=tuple(logits) if config.output_logits else None)
     return sequences
+
+
+class DecodesPromptLearning:
+    """Mixed into a peft prompt-learning method (prompt tuning, prefix tuning): it decodes with
+    `decode_prompt_learning` instead of peft's `generate`."""
+
+    decoder = "bench greedy decoder over the base model's key/value cache (methods/_peft.py)"
+
+    def generate(self, model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
+        return decode_prompt_learning(model, input_ids, attention_mask, config)

@@ -16,7 +16,7 @@ from typing import Any
 from bench.errors import UnsupportedError, require
 from bench.method import CellContext, Method
 from bench.registry import register_method
-from methods._peft import PROMPT_LEARNING_DECODER, decode_prompt_learning, task_type, wrap
+from methods._peft import DecodesPromptLearning, task_type, wrap
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,12 @@ def check_prefixes_reach_attention(model: Any, name: str) -> None:
 
 
 @register_method
-class PrefixTuning(Method):
+class PrefixTuning(DecodesPromptLearning, Method):
     name = "prefix_tuning"
     Config = PrefixTuningOptions
     description = ("prefix tuning through peft (virtual key/value tokens per layer; models whose forward takes "
                    "past_key_values)")
     virtual_tokens = True
-    decoder = PROMPT_LEARNING_DECODER
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         from peft import PrefixTuningConfig
@@ -78,6 +77,3 @@ class PrefixTuning(Method):
         if ctx.device.type != "meta":  # the memory model builds on the meta device: nothing to run there
             check_prefixes_reach_attention(model, ctx.model.name)
         return model
-
-    def generate(self, model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
-        return decode_prompt_learning(model, input_ids, attention_mask, config)

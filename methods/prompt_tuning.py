@@ -7,7 +7,7 @@ from typing import Any, Literal
 from bench.errors import require
 from bench.method import CellContext, Method
 from bench.registry import register_method
-from methods._peft import PROMPT_LEARNING_DECODER, decode_prompt_learning, task_type, wrap
+from methods._peft import DecodesPromptLearning, task_type, wrap
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,11 @@ class PromptTuningOptions:
 
 
 @register_method
-class PromptTuning(Method):
+class PromptTuning(DecodesPromptLearning, Method):
     name = "prompt_tuning"
     Config = PromptTuningOptions
     description = "prompt tuning through peft (virtual tokens; init random, from the vocabulary or a text)"
     virtual_tokens = True
-    decoder = PROMPT_LEARNING_DECODER
 
     def adapt(self, model: Any, ctx: CellContext) -> Any:
         import torch
@@ -48,6 +47,3 @@ class PromptTuning(Method):
             with torch.no_grad():
                 target.copy_(emb[torch.tensor(ids, device=emb.device)].to(target.dtype))
         return model
-
-    def generate(self, model: Any, input_ids: Any, attention_mask: Any, config: Any) -> Any:
-        return decode_prompt_learning(model, input_ids, attention_mask, config)
