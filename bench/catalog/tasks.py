@@ -111,18 +111,21 @@ def split_sha256(train: list[Example], validation: list[Example], test: list[Exa
     return h.hexdigest()
 
 
+def _provenance(splits: tuple[list[Example], list[Example], list[Example]], source: str,
+                data: dict[str, Any]) -> dict[str, Any]:
+    train, validation, test = splits
+    return {"source": source, "split_sha256": split_sha256(train, validation, test),
+            "sizes": {"train": len(train), "validation": len(validation), "test": len(test)}, **data}
+
+
 def make_task(name: str, splits: tuple[list[Example], list[Example], list[Example]], natural_text: bool,
               source: str, instruction: str, **data: Any) -> Task:
-    train, validation, test = splits
-    provenance = {"source": source, "split_sha256": split_sha256(train, validation, test),
-                  "sizes": {"train": len(train), "validation": len(validation), "test": len(test)}, **data}
-    return Task(name, ["negative", "positive"], train, validation, test, natural_text, provenance,
+    return Task(name, ["negative", "positive"], *splits, natural_text, _provenance(splits, source, data),
                 instruction=instruction)
 
 
 def make_generative_task(name: str, splits: tuple[list[Example], list[Example], list[Example]], source: str,
                          instruction: str, prompt: str, **data: Any) -> Task:
     """A task scored by generation: natural text, no label words."""
-    task = make_task(name, splits, True, source, instruction, **data)
-    task.label_words, task.prompt, task.generative = [], prompt, True
-    return task
+    return Task(name, [], *splits, True, _provenance(splits, source, data), prompt=prompt, instruction=instruction,
+                generative=True)
