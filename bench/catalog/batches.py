@@ -146,6 +146,20 @@ class Batcher:
             yield self.collate(rows, device, padding)
 
 
+def left_pad(rows: list[list[int]], fill: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Rows in one tensor aligned at their last token, `fill` in front of the shorter ones, and the
+    mask of their real tokens (scoring a label word and generation both go on from the last token)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    mask = torch.zeros_like(out)
+    for i, r in enumerate(rows):
+        out[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return out, mask
+
+
 def real_tokens(batch: dict[str, "torch.Tensor"]) -> int:
     """Tokens of a batch that are not padding."""
     mask = batch.get("attention_mask")

@@ -14,20 +14,14 @@ from typing import Any, Callable, ContextManager
 import torch
 import torch.nn.functional as F
 
-from bench.catalog.batches import IGNORE, Batcher, Encoded
+from bench.catalog.batches import IGNORE, Batcher, Encoded, left_pad
 from bench.catalog.tasks import Example
+from bench.measure import generation
 
 
 def _left_pad(rows: list[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, IGNORE)
-    for i, r in enumerate(rows):
-        n = len(r.input_ids)
-        ids[i, width - n:] = torch.tensor(r.input_ids)
-        mask[i, width - n:] = 1
-        labels[i, width - n:] = torch.tensor(r.labels)
+    ids, mask = left_pad([r.input_ids for r in rows], pad_id)
+    labels, _ = left_pad([r.labels for r in rows], IGNORE)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return {k: v.to(device) for k, v in
             {"input_ids": ids, "attention_mask": mask, "labels": labels, "position_ids": position_ids}.items()}
@@ -64,29 +58,33 @@ def _encoder_chunk(model: torch.nn.Module, batcher: Batcher, chunk: list[Example
 
 def evaluate(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int,
              device: torch.device, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-             max_new_tokens: int = 64, decode: Callable[..., Any] | None = None) -> dict[str, Any]:
+             max_new_tokens: int = 64, decode: generation.Decode = generation.hf_generate) -> dict[str, Any]:
     """Accuracy and mean loss over `examples` (the loss of the gold label's tokens for causal LMs);
     on a generative task, accuracy by generation (bench/measure/generation.py) decoded by `decode`
-    (the method's `generate`; None: transformers' `generate`)."""
-    if batcher.task.generative:
-        from bench.measure.generation import evaluate_generation, hf_generate
-
-        return evaluate_generation(model, batcher, examples, batch_size, device, autocast, max_new_tokens,
-                                   decode or hf_generate)
+    (the method's `generate`), with the generation's own throughput and a few outputs."""
+    generative = batcher.task.generative
     was_training = model.training
     model.eval()
-    per_chunk = max(1, batch_size // len(batcher.task.label_words)) if batcher.kind == "causal" else batch_size
-    step = _causal_chunk if batcher.kind == "causal" else _encoder_chunk
-    correct, loss = 0, 0.0
-    t0 = time.perf_counter()
+    correct, loss, extra = 0, 0.0, {}
     with torch.inference_mode(), autocast():
-        for i in range(0, len(examples), per_chunk):
-            c, l = step(model, batcher, examples[i:i + per_chunk], device)
-            correct, loss = correct + c, loss + l
+        if generative and examples:  # before the clock starts: it is not part of the evaluation
+            generation.check_generate_matches_forward(model, batcher.prompt(examples[0]), device, decode)
+        t0 = time.perf_counter()
+        if generative:
+            correct, extra = generation.score(model, batcher, examples, batch_size, device, max_new_tokens, decode)
+        else:
+            per_chunk = max(1, batch_size // len(batcher.task.label_words)) if batcher.kind == "causal" else batch_size
+            step = _causal_chunk if batcher.kind == "causal" else _encoder_chunk
+            for i in range(0, len(examples), per_chunk):
+                c, l = step(model, batcher, examples[i:i + per_chunk], device)
+                correct, loss = correct + c, loss + l
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
     model.train(was_training)
     n = len(examples)
-    return {"accuracy": correct / n if n else None, "eval_loss": loss / n if n else None,
-            "eval_examples": n, "eval_s": elapsed, "eval_examples_per_s": n / elapsed if elapsed > 0 else None}
+    if generative:
+        extra["generated_tokens_per_s"] = extra["generated_tokens"] / elapsed if elapsed > 0 else None
+    return {"accuracy": correct / n if n else None, "eval_loss": loss / n if n and not generative else None,
+            "eval_examples": n, "eval_s": elapsed, "eval_examples_per_s": n / elapsed if elapsed > 0 else None,
+            **extra}

@@ -10,12 +10,11 @@ the generation's own throughput (generated tokens per second).
 from __future__ import annotations
 
 import re
-import time
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import torch
 
-from bench.catalog.batches import Batcher
+from bench.catalog.batches import Batcher, left_pad
 from bench.catalog.tasks import Example
 
 SAMPLES = 3  # example outputs kept in the record
@@ -75,15 +74,11 @@ def hf_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
 
 
 def generate(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, eos_id: int | None,
-             max_new_tokens: int, device: torch.device, decode: Decode = hf_generate) -> list[list[int]]:
+             max_new_tokens: int, device: torch.device, decode: Decode) -> list[list[int]]:
     """Greedy continuations of `prompts`, decoded as one left-padded batch by `decode` (the method's
     `generate`); each cut at its first end token."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+    ids, mask = left_pad(prompts, pad_id)
+    width = ids.shape[1]
     ends = end_ids(model, eos_id)
     out = decode(model, ids.to(device), mask.to(device), greedy(max_new_tokens, pad_id, ends))
     rows = []
@@ -97,7 +92,7 @@ CHECK_TOKENS = 4  # the first tokens come from the prompt's forward, the next fr
 
 
 def check_generate_matches_forward(model: torch.nn.Module, prompt: list[int], device: torch.device,
-                                   decode: Decode = hf_generate) -> None:
+                                   decode: Decode) -> None:
     """Decoding must compute what the model's forward computes: the logits of its first few greedy
     tokens against one forward over the prompt and those tokens. Where a method's forward and
     generation part ways, accuracy by generation would score another model: refuse. (transformers
@@ -125,37 +120,22 @@ def check_generate_matches_forward(model: torch.nn.Module, prompt: list[int], de
                                "and peft versions, generation mishandles what the method adds to the forward")
 
 
-def evaluate_generation(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int,
-                        device: torch.device, autocast: Callable[[], ContextManager[Any]],
-                        max_new_tokens: int, decode: Decode = hf_generate) -> dict[str, Any]:
-    """Exact-match accuracy of the extracted answers over `examples` decoded by `decode` (the method's
-    `generate`), the generation's throughput and a few outputs."""
-    was_training = model.training
-    model.eval()
+def score(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int, device: torch.device,
+          max_new_tokens: int, decode: Decode) -> tuple[int, dict[str, Any]]:
+    """How many of `examples`, decoded by `decode` (the method's `generate`) in batches, have the gold
+    answer as their extracted one; and the generation's own figures: tokens generated, a few outputs.
+    The caller (bench/measure/accuracy.py's `evaluate`) puts the model in eval mode and times it."""
     correct = generated = 0
     samples: list[dict[str, Any]] = []
-    with torch.inference_mode(), autocast():
-        if examples:
-            check_generate_matches_forward(model, batcher.prompt(examples[0]), device, decode)
-    t0 = time.perf_counter()
-    with torch.inference_mode(), autocast():
-        for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
-            outputs = generate(model, [batcher.prompt(ex) for ex in chunk], batcher.tok.pad_id, batcher.tok.eos_id,
-                               max_new_tokens, device, decode)
-            for ex, ids in zip(chunk, outputs):
-                text = batcher.tok.decode(ids)
-                got = extract_answer(text)
-                correct += got is not None and got == normalize(ex.answer)
-                generated += len(ids)
-                if len(samples) < SAMPLES:
-                    samples.append({"question": ex.text, "output": text, "extracted": got, "answer": ex.answer})
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - t0
-    model.train(was_training)
-    n = len(examples)
-    return {"accuracy": correct / n if n else None, "eval_loss": None, "eval_examples": n, "eval_s": elapsed,
-            "eval_examples_per_s": n / elapsed if elapsed > 0 else None, "generated_tokens": generated,
-            "generated_tokens_per_s": generated / elapsed if elapsed > 0 else None, "samples": samples,
-            "max_new_tokens": max_new_tokens}
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        outputs = generate(model, [batcher.prompt(ex) for ex in chunk], batcher.tok.pad_id, batcher.tok.eos_id,
+                           max_new_tokens, device, decode)
+        for ex, ids in zip(chunk, outputs):
+            text = batcher.tok.decode(ids)
+            got = extract_answer(text)
+            correct += got is not None and got == normalize(ex.answer)
+            generated += len(ids)
+            if len(samples) < SAMPLES:
+                samples.append({"question": ex.text, "output": text, "extracted": got, "answer": ex.answer})
+    return correct, {"generated_tokens": generated, "samples": samples, "max_new_tokens": max_new_tokens}

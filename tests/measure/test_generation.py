@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.catalog.batches import IGNORE
-from bench.measure.generation import evaluate_generation, extract_answer, generate, greedy, normalize
+from bench.measure.accuracy import evaluate
+from bench.measure.generation import extract_answer, generate, greedy, normalize
 from bench.registry import load_methods
 from tests.helpers import built
 
@@ -80,7 +81,7 @@ def test_decoding_that_loses_the_prefix_is_refused_before_anything_is_scored() -
         return model.get_base_model().generate(input_ids=ids, attention_mask=mask, generation_config=config)
 
     with pytest.raises(UnsupportedError, match="decoding does not compute this model's forward"):
-        evaluate_generation(b.model, b.batcher, b.plan.task.test[:2], 2, torch.device("cpu"),
+        evaluate(b.model, b.batcher, b.plan.task.test[:2], 2, torch.device("cpu"),
                             lambda: torch.autocast("cpu", enabled=False), 4, without_prefix)
 
 
@@ -118,7 +119,7 @@ def test_demonstrations_carry_their_worked_solution_and_stay_out_of_the_loss() -
 @pytest.mark.parametrize("method", list(load_methods()))
 def test_every_method_is_scored_by_generation_on_a_causal_lm(method: str) -> None:
     b = built(method, task="arith", seq_len=1000)  # room for in-context learning's 4 worked demonstrations
-    out = evaluate_generation(b.model, b.batcher, b.plan.task.test[:4], 4, torch.device("cpu"),
+    out = evaluate(b.model, b.batcher, b.plan.task.test[:4], 4, torch.device("cpu"),
                               lambda: torch.autocast("cpu", enabled=False), 6, b.plan.method.generate)
     assert out["eval_examples"] == 4 and 0 <= out["accuracy"] <= 1
     assert 0 < out["generated_tokens"] <= 4 * 6 and out["generated_tokens_per_s"] > 0
