@@ -98,6 +98,10 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
                                f"an {info.kind} ({info.model_type})")
     ctx = CellContext(info, cell.settings, device, weights_dtype, compute_dtype, cell.seed,
                       task_instruction=task.instruction)
+    if cell.settings.strategy == "fsdp" and method.load_kwargs(ctx).get("quantization_config") is not None:
+        raise UnsupportedError("strategy 'fsdp' over bitsandbytes' quantized parameters: FSDP2's fully_shard "
+                               "shards plain tensors, and Params4bit / Int8Params keep their quantization "
+                               "state outside the tensor, which the all-gather would drop")
     return Plan(cell, method, hf_config, ctx, task)
 
 

@@ -85,10 +85,6 @@ def prepare(model: nn.Module, trainable: list[nn.Parameter], settings: Settings,
         return wrapped, trainable, info
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-    if any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters()):
-        raise UnsupportedError("strategy 'fsdp' over bitsandbytes' quantized parameters: FSDP2's fully_shard "
-                               "shards plain tensors, and Params4bit / Int8Params keep their quantization "
-                               "state outside the tensor, which the all-gather would drop")
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if settings.precision == "bf16-mixed" else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if settings.fsdp_cpu_offload else OffloadPolicy()
@@ -147,13 +143,12 @@ def rank_block(rec: Any) -> dict[str, Any]:
     """What one rank contributes to the record's `ranks` block."""
     here = world()
     m, t = rec.memory, rec.time
-    tokens_per_step = t.tokens_per_s * t.step_s_median if t.tokens_per_s and t.step_s_median else None
     return {"rank": here.rank if here else 0, "local_rank": here.local_rank if here else 0,
             "host": socket.gethostname(),
             "peak_allocated_bytes": m.peak_allocated_bytes, "peak_reserved_bytes": m.peak_reserved_bytes,
             "nvml_process_peak_bytes": m.nvml_process_peak_bytes,
             "peak_rss_above_baseline_bytes": m.peak_rss_above_baseline_bytes,
-            "step_s": t.step_s, "step_s_median": t.step_s_median, "tokens_per_step": tokens_per_step}
+            "step_s": t.step_s, "step_s_median": t.step_s_median, "tokens_per_step": t.tokens_per_step}
 
 
 def summarize_ranks(blocks: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:

@@ -31,12 +31,7 @@ def shard(out: dict[str, Any], built: MetaBuilt, device_type: str) -> str | None
     world = settings.world_size
     if settings.strategy != "fsdp":
         return None if settings.strategy == "single" else f"ddp over {world} ranks: every rank holds the whole model"
-    if built.quantized:
-        from bench.errors import UnsupportedError
-
-        raise UnsupportedError("strategy 'fsdp' over bitsandbytes' quantized parameters is not supported (FSDP2 "
-                               "shards plain tensors): no sharded prediction")
-    compute = 2 if settings.precision in ("bf16-mixed", "bf16") else 4
+    compute = built.plan.ctx.compute_dtype.itemsize
     from bench.parallel import decoder_layers
 
     layers = decoder_layers(built.model)
