@@ -13,7 +13,7 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
-from bench import build
+from bench import build, parallel
 from bench.exec.environment import cpu_name
 from bench.measure.breakdown import parameter_split
 from bench.measure.memory import RELEASE_NOTE, MemoryTracker, apply_cap, release_freed_blocks, warm_runtime
@@ -107,10 +107,12 @@ def open_session(cell: Cell, rec: Record, at: Callable[[str], None]) -> Iterator
             rec.quant.bits_per_param = bits
         session = Session(cell, rec, plan, built, memory, at, parameter_split(model))
         yield session
-        # after every peak is read: building the meta model must not show in the process' RSS peak
-        rec.memory.predicted.set(**predicted(cell, device.type, session.padded))
-        at("save")
-        rec.checkpoint_bytes = checkpoint_bytes({n: p for n, p in model.named_parameters() if p.requires_grad})
+        here = parallel.world()
+        if here is None or here.rank == 0:  # only rank 0's record is kept: the other ranks skip its end-of-cell work
+            # after every peak is read: building the meta model must not show in the process' RSS peak
+            rec.memory.predicted.set(**predicted(cell, device.type, session.padded))
+            at("save")
+            rec.checkpoint_bytes = checkpoint_bytes({n: p for n, p in model.named_parameters() if p.requires_grad})
         if memory.notes:
             rec.memory.notes = memory.notes
 
