@@ -115,10 +115,8 @@ class CellLauncher:
             rec.error = (f"no result after timeout_s = {cell.settings.timeout_s:g} s; the cell's processes were "
                          f"killed (log: {log_path})")
         else:
-            code = ended.exitcode
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
-            rec.error = f"worker {how} before writing a record; log tail: {' | '.join(tail)}"
+            rec.error = (f"worker {worker.how_it_ended(ended.exitcode)} before writing a record; log tail: "
+                         f"{worker.log_tail(log_path, 3)}")
         return rec
 
 

@@ -66,11 +66,6 @@ def too_few_gpus(cell: Cell, env: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def _pdeathsig() -> None:
-    """In torchrun's process, before it runs: die with the runner (the ranks die with torchrun)."""
-    worker.die_with_parent()
-
-
 def run(cell: Cell, matrix: str, env: dict[str, str], log_path: Path, work_dir: str | None = None,
         rdzv: Rendezvous | None = None, module: str = RANK_MODULE) -> Record:
     """Run the cell's ranks on this node; the cell's record (on a multi-node job, what this node saw).
@@ -90,9 +85,10 @@ def run(cell: Cell, matrix: str, env: dict[str, str], log_path: Path, work_dir: 
         env.setdefault("OMP_NUM_THREADS", str(cell.settings.threads or 1))  # torchrun's default, said quietly
         timed_out = False
         with open(log_path, "ab") as log:
+            # torchrun dies with the runner (set in its process before it runs); the ranks die with torchrun
             proc = subprocess.Popen(command(cell, cell_path, out_dir, matrix, rdzv, module), stdout=log,
-                                    stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True, preexec_fn=_pdeathsig)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True, preexec_fn=worker.die_with_parent)
             try:
                 code = proc.wait(timeout=cell.settings.timeout_s)
             except subprocess.TimeoutExpired:
@@ -138,9 +134,8 @@ def collect(cell: Cell, matrix: str, out_dir: Path, code: int | None, timed_out:
         rec.error = (f"no result after timeout_s = {cell.settings.timeout_s:g} s; torchrun and the cell's "
                      f"{world} ranks were killed (log: {log_path})")
         return rec
-    tail = log_path.read_text(errors="replace").strip().splitlines()[-4:] if log_path.exists() else []
-    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-    rec.error = f"torchrun {how} before rank 0 wrote the record (a rank died); log tail: {' | '.join(tail)}"
+    rec.error = (f"torchrun {worker.how_it_ended(code)} before rank 0 wrote the record (a rank died); log tail: "
+                 f"{worker.log_tail(log_path, 4)}")
     return rec
 
 

@@ -54,6 +54,17 @@ def base_record(cell: Cell, matrix: str) -> Record:
                   seed=cell.seed, settings=cell.settings.record(), status="error", started_at=now())
 
 
+def how_it_ended(code: int | None) -> str:
+    """A process's end in words, from its exit code (negative: the signal that killed it)."""
+    return f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+
+
+def log_tail(log_path: Path, lines: int) -> str:
+    """The last `lines` lines of a cell's log, on one line."""
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-lines:] if log_path.exists() else []
+    return " | ".join(tail)
+
+
 def execute(cell: Cell, rec: Record, phase: Phase) -> None:
     """Run the cell, filling `rec` as it goes (so a failure keeps what was measured)."""
     from bench.loop import LoopState
