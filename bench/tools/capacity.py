@@ -193,7 +193,7 @@ def gpus_needed(cell: Cell, budget: int, limit: int = 512, per_node: int = GPUS_
     tried: list[dict[str, Any]] = []
     worlds = sorted({w for w in (2**k for k in range(12)) if w < per_node} | {per_node})  # in a node: 1, 2, 4, ...
     worlds += [per_node * 2**k for k in range(1, 12)]  # then whole nodes: 2, 4, 8, ... of them
-    world = 1
+    note = f"no world size up to {limit} fits by the memory model"
     for world in (w for w in worlds if w <= limit):
         ranked = ranks_cell(cell, world, per_node)
         p = predict(ranked, "cuda")
@@ -203,9 +203,7 @@ def gpus_needed(cell: Cell, budget: int, limit: int = 512, per_node: int = GPUS_
             return {"name": cell.name, "gpus": world, "nproc": ranked.settings.nproc, "nnodes": ranked.settings.nnodes,
                     "strategy": ranked.settings.strategy, "peak_bytes": peak, "budget_bytes": budget, "tried": tried}
         if peak is None or (ranked.settings.strategy == "ddp" and world > 1):
-            break  # no prediction, or DDP, which replicates: more GPUs never lower a rank's peak
-    else:
-        world = limit + 1
-    return {"name": cell.name, "gpus": None, "budget_bytes": budget, "tried": tried,
-            "note": f"no world size up to {limit} fits by the memory model" if world > limit else
-            "more GPUs do not lower a rank's predicted peak (ddp replicates the model) or there is no prediction"}
+            # no prediction, or DDP, which replicates: more GPUs never lower a rank's peak
+            note = "more GPUs do not lower a rank's predicted peak (ddp replicates the model) or there is no prediction"
+            break
+    return {"name": cell.name, "gpus": None, "budget_bytes": budget, "tried": tried, "note": note}
