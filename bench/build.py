@@ -18,7 +18,7 @@ from bench.catalog.tokenizer import ByteTokenizer, load_tokenizer
 from bench.errors import UnsupportedError
 from bench.method import CellContext, Method
 from bench.registry import method_class
-from bench.spec import Cell
+from bench.spec import Cell, Settings
 
 
 @dataclass
@@ -87,8 +87,8 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
     method = cls(schema.build(cls.Config, cell.method.options, f"{cell.method.name}.options"))
     hf_config = models.load_config(cell.model)
     info = models.model_info(cell.model, hf_config)
-    reason = method.unsupported_reason(info, cell.settings) or recipe.unsupported_reason(
-        info, cell.settings, method, device.type)
+    reason = (method.unsupported_reason(info, cell.settings) or unmeasured_reason(method, cell.settings)
+              or recipe.unsupported_reason(info, cell.settings, method, device.type))
     if reason:
         raise UnsupportedError(reason)
     weights_dtype, compute_dtype = dtypes(cell.settings.precision, device)
@@ -103,6 +103,17 @@ def plan(cell: Cell, device: torch.device | None = None) -> Plan:
                                "shards plain tensors, and Params4bit / Int8Params keep their quantization "
                                "state outside the tensor, which the all-gather would drop")
     return Plan(cell, method, hf_config, ctx, task)
+
+
+def unmeasured_reason(method: Method, settings: Settings) -> str | None:
+    """Why a cell would measure nothing, or None. A method that trains nothing is measured by its
+    evaluation alone: without one its record holds no time and only the loading peak, and would pass
+    for the cheapest method in every table."""
+    if method.trains or settings.eval_examples != 0:
+        return None
+    return (f"method {method.name!r} trains nothing, so its evaluation is all there is to measure, and "
+            "eval_examples = 0 turns it off: the record would hold no time and only the loading peak; "
+            "give this row eval_examples > 0")
 
 
 def build(p: Plan, phase: Callable[[str], None] = lambda name: None) -> Built:

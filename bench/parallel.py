@@ -5,7 +5,9 @@ every global batch. `ddp` wraps the model in DistributedDataParallel (gradients 
 buckets, so no second copy of them); `fsdp` applies FSDP2's `fully_shard` to every decoder layer and
 then to the root, with a mixed-precision policy from the cell's precision and optionally the sharded
 parameters in CPU memory. Step times are taken between barriers, so they mean the same on every rank;
-each rank's figures go to rank 0, which writes the cell's one record with its `ranks` block.
+each rank's figures go to rank 0, which writes the cell's one record with its `ranks` block. Each
+rank measures its own device's energy; the cell's is their sum over the distinct counters (ranks that
+share one, as RAPL's packages on one machine, count it once).
 """
 from __future__ import annotations
 
@@ -148,7 +150,12 @@ def rank_block(rec: Any) -> dict[str, Any]:
             "peak_allocated_bytes": m.peak_allocated_bytes, "peak_reserved_bytes": m.peak_reserved_bytes,
             "nvml_process_peak_bytes": m.nvml_process_peak_bytes,
             "peak_rss_above_baseline_bytes": m.peak_rss_above_baseline_bytes,
-            "step_s": t.step_s, "step_s_median": t.step_s_median, "tokens_per_step": t.tokens_per_step}
+            "step_s": t.step_s, "step_s_median": t.step_s_median, "tokens_per_step": t.tokens_per_step,
+            "energy": {k: getattr(rec.energy, k) for k in RANK_ENERGY}}
+
+
+# a rank's own energy figures, in its rank block (its counter's scope names the GPU by its UUID)
+RANK_ENERGY = ("source", "scope", "reading", "note", "train_j", "train_s", "train_mean_w", "eval_j", "eval_mean_w")
 
 
 def summarize_ranks(blocks: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
@@ -167,3 +174,44 @@ def summarize_ranks(blocks: list[dict[str, Any]], info: dict[str, Any]) -> dict[
     out["collectives_note"] = ("not measured: the timed steps run without the profiler (it would slow them); "
                                "the step times include the collectives' waits")
     return out
+
+
+def energy_over_ranks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's `energy` figures from every rank's: summed over the distinct counters (one per
+    host, source and scope; a GPU's scope has its UUID, so two GPUs of one model are two), per step
+    and per 1,000 of all ranks' real tokens. Without any rank's counter: nothing (rank 0's note stays);
+    where a rank has none, or no figure, no sum, and the note names it."""
+    counters: dict[tuple[Any, ...], dict[str, Any]] = {}
+    unmeasured = []
+    for b in blocks:
+        e = b.get("energy") or {}
+        if e.get("source") is None or e.get("train_j") is None:
+            unmeasured.append(f"rank {b['rank']} ({e.get('note') or 'no figure'})")
+            continue
+        counters.setdefault((b.get("host"), e["source"], e.get("scope")), e)
+    if not counters:
+        return {}
+    summed = list(counters.values())
+    scope = (f"the sum over {len(summed)} distinct counter{'s' * (len(summed) > 1)} of the {len(blocks)} ranks"
+             f"{' (ranks sharing one count it once)' if len(summed) < len(blocks) else ''}: "
+             + "; ".join(e["scope"] or "?" for e in summed))
+    info = {"source": "+".join(sorted({e["source"] for e in summed})), "scope": scope,
+            "reading": "; ".join(dict.fromkeys(e["reading"] for e in summed if e.get("reading"))) or None}
+    figures = dict.fromkeys(("train_j", "train_s", "train_j_per_step", "train_j_per_1k_tokens", "train_mean_w",
+                             "eval_j", "eval_mean_w"))
+    if unmeasured:
+        return {**info, **figures, "note": "no sum over the ranks: " + ", ".join(unmeasured) + " measured none"}
+    steps = len(blocks[0].get("step_s") or [])
+    tokens = sum((b.get("tokens_per_step") or 0) * len(b.get("step_s") or []) for b in blocks)
+    joules = sum(e["train_j"] for e in summed)
+    evals = [e.get("eval_j") for e in summed]
+    eval_w = [e.get("eval_mean_w") for e in summed]
+    caveats = "; ".join(dict.fromkeys(e["note"] for e in summed if e.get("note"))) or None  # found by index, say
+    return {**info, "note": caveats, "train_j": joules, "train_s": max(e["train_s"] for e in summed),
+            "train_j_per_step": joules / steps if steps else None,
+            "train_j_per_1k_tokens": 1000 * joules / tokens if tokens else None,
+            # each counter's mean power over its own span, summed: the devices drew it together
+            "train_mean_w": sum(e["train_mean_w"] for e in summed) if all(e.get("train_mean_w") is not None
+                                                                          for e in summed) else None,
+            "eval_j": sum(evals) if None not in evals else None,
+            "eval_mean_w": sum(eval_w) if None not in eval_w else None}

@@ -149,9 +149,11 @@ def head_owner(model: "nn.Module") -> "nn.Module":
 class HeadlessLoss:
     """A loss computed from the last hidden states and the LM head's weight: the model runs with its
     head swapped for an identity (so no full logits exist), and `loss_fn(hidden, weight, bias, labels)`
-    makes the loss. `restore()` puts the head back (evaluation needs it)."""
+    makes the loss. `restore()` puts the head back (evaluation needs it). `recomputes_head`: the
+    loss runs the head's forward again in backward (the chunked loss' checkpointed slices)."""
 
-    def __init__(self, model: "nn.Module", loss_fn: Callable[..., "torch.Tensor"]) -> None:
+    def __init__(self, model: "nn.Module", loss_fn: Callable[..., "torch.Tensor"],
+                 recomputes_head: bool = False) -> None:
         import torch
 
         self.owner = head_owner(model)
@@ -159,6 +161,7 @@ class HeadlessLoss:
         self.identity = torch.nn.Identity()  # the same object each time: a compiled model's guards hold
         self.owner.lm_head = self.identity
         self.loss_fn = loss_fn
+        self.recomputes_head = recomputes_head
 
     def __call__(self, model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         labels = batch["labels"]
@@ -167,6 +170,14 @@ class HeadlessLoss:
         h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
         y = labels[:, 1:].reshape(-1)
         return self.loss_fn(h, self.head.weight, self.head.bias, y)
+
+    def recomputed_flops(self, batch: dict[str, "torch.Tensor"]) -> int:
+        """The matmul FLOPs its backward adds on `batch` by running the head's forward again: 2 x rows
+        x hidden x vocab, rows being the hidden states fed to the loss (the bias is no matmul)."""
+        if not self.recomputes_head:
+            return 0
+        rows = batch["labels"].shape[0] * (batch["labels"].shape[1] - 1)
+        return 2 * rows * self.head.in_features * self.head.out_features
 
     def restore(self) -> None:
         self.owner.lm_head = self.head
@@ -184,6 +195,11 @@ class HeadlessLoss:
 def head_on(loss: StepLoss) -> ContextManager[Any]:
     """What an evaluation between training steps runs in: the LM head in place."""
     return loss.headed() if isinstance(loss, HeadlessLoss) else contextlib.nullcontext()
+
+
+def recomputed_flops(loss: StepLoss, batch: dict[str, "torch.Tensor"]) -> int:
+    """FLOPs the step's loss recomputes in its backward on `batch`, which a FLOP count sees twice."""
+    return loss.recomputed_flops(batch) if isinstance(loss, HeadlessLoss) else 0
 
 
 def chunked_cross_entropy(chunks: int) -> Callable[..., "torch.Tensor"]:
@@ -229,8 +245,9 @@ def step_loss(model: "nn.Module", settings: "Settings") -> tuple[StepLoss, Calla
     """(the training step's loss, what puts the model back as it was for evaluation)."""
     if settings.loss == "standard":
         return model_loss, lambda: None
-    headless = HeadlessLoss(model, chunked_cross_entropy(settings.loss_chunks) if settings.loss == "chunked"
-                            else liger_cross_entropy())
+    chunked = settings.loss == "chunked"  # Liger's fused kernel computes the input gradient in its forward
+    headless = HeadlessLoss(model, chunked_cross_entropy(settings.loss_chunks) if chunked else liger_cross_entropy(),
+                            recomputes_head=chunked)
     return headless, headless.restore
 
 

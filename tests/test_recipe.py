@@ -214,3 +214,8 @@ def test_a_compiled_cell_records_its_compile_time_apart_from_its_steps() -> None
     assert 3 <= t.compile_warmup_steps <= 12 and t.compile_s > 0
     assert len(t.step_s) == 3 and max(t.step_s) < t.compile_s  # compilation is in none of the steps
     assert len(rec.quality.train_loss) == 4  # warm-up + timed: the compile warm-up steps are apart
+    # its memory too: kept out of the training peak (CUDA records its own peak allocated apart)
+    m = rec.memory
+    assert m.compile_warmup_peak_allocated_bytes is None and m.peak_allocated_bytes is None  # the CPU
+    assert any(n.startswith(f"the compile warm-up ({t.compile_warmup_steps} steps) is kept out") for n in m.notes)
+    assert m.breakdown.optimizer_bytes == rec.optimizer.state_bytes_device > 0

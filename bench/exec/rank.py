@@ -4,7 +4,8 @@ Every rank joins the process group and runs the cell as a one-rank cell runs (be
 the harness's one loop on its slice of each global batch (bench/parallel.py), and writes its own
 record to OUT_DIR/rank<R>.json. A rank whose cell did not finish exits non-zero, and torchrun then
 ends the others: the launcher reports the rank that failed first. When all finish, rank 0 gathers
-every rank's peaks and step times and writes the cell's one record, OUT_DIR/record.json.
+every rank's peaks, step times and energy and writes the cell's one record, OUT_DIR/record.json,
+whose energy is the sum over the ranks' distinct devices (bench/parallel.py).
 """
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def main(argv: list[str]) -> int:
     dist.all_gather_object(blocks, parallel.rank_block(rec))
     if here.rank == 0:
         info = {k: v for k, v in rec.ranks.to_json().items() if v is not None}
-        rec.ranks.set(**parallel.summarize_ranks([b for b in blocks if b], info))
+        gathered = [b for b in blocks if b]
+        rec.ranks.set(**parallel.summarize_ranks(gathered, info))
+        rec.energy.set(**parallel.energy_over_ranks(gathered))
         _write(Path(out_dir) / RECORD, rec.to_json())
     dist.destroy_process_group()
     return 0

@@ -88,12 +88,14 @@ def gradient_bytes(params: list[nn.Parameter]) -> int:
 
 
 def breakdown(params_split: dict[str, int], grads: int, opt_state: dict[str, int],
-              watch: PeakWatch | None, cpu_measured_bytes: int | None = None) -> dict[str, Any]:
+              watch: PeakWatch | None, cpu_measured_bytes: int | None = None,
+              state_at_start: bool = False) -> dict[str, Any]:
     """The `memory.breakdown` block. On CUDA the parts sum to torch's peak allocated (`watch` says
     where it was reached). On the CPU (no watch) they sum to the measured training memory, the peak
     RSS above the pre-load baseline: parameters, gradients and optimizer state are exact, and
     `other_bytes` is the rest (activations, temporaries, the allocator's retained pages), which RSS
-    cannot tell apart."""
+    cannot tell apart. `state_at_start`: the optimizer state existed when the watch started (a
+    compiled cell's warm-up stepped the optimizer), so it is there from step 0 on."""
     parameters = sum(params_split.values())
     out: dict[str, Any] = {
         "parameters_bytes": parameters, "gradients_bytes": grads,
@@ -116,21 +118,22 @@ def breakdown(params_split: dict[str, int], grads: int, opt_state: dict[str, int
     out["measured"] = "torch peak allocated"
     if watch.step is None:  # nothing rose above the memory at the loop's start
         out["note"] = "the peak did not rise during training; nothing to attribute to activations"
-        out.update(activations_bytes=0, other_bytes=watch.start_bytes - parameters, gradients_bytes=0,
-                   optimizer_bytes=0, peak_allocated_bytes=watch.start_bytes, measured_bytes=watch.start_bytes)
+        optimizer = out["optimizer_bytes"] if state_at_start else 0
+        out.update(activations_bytes=0, other_bytes=watch.start_bytes - parameters - optimizer, gradients_bytes=0,
+                   optimizer_bytes=optimizer, peak_allocated_bytes=watch.start_bytes, measured_bytes=watch.start_bytes)
         return out
     # Gradients are freed after every step (zero_grad(set_to_none=True)): none exist in the forward.
     # In the backward they accumulate as it runs; they are all counted there (an upper bound: the peak
     # often comes at the start of the backward, where the loss' temporaries are largest).
     if watch.phase == "forward":
         out["gradients_bytes"] = 0
-    # Optimizer state is allocated lazily in the first optimizer step.
-    if watch.step == 0 and watch.phase != "optimizer":
+    # Optimizer state is allocated lazily in the first optimizer step (unless the warm-up took it).
+    if watch.step == 0 and watch.phase != "optimizer" and not state_at_start:
         out["optimizer_bytes"] = 0
     # "Other": allocated before the first step that is not a parameter: the pre-built batches on the
     # device, buffers (rotary tables), the allocator's rounding of every block to 512 bytes.
     other = watch.start_bytes - parameters
-    if watch.step > 0:  # optimizer state allocated at step 0 is part of each later step's start
+    if watch.step > 0 or state_at_start:  # optimizer state that exists is part of each step's start
         other = watch.step_start_bytes - parameters - out["optimizer_bytes"]
     out["other_bytes"] = other
     out["activations_bytes"] = (watch.peak_bytes - parameters - out["gradients_bytes"]

@@ -5,7 +5,10 @@ peak has been read), on the first timed batch, with no optimizer step: the weigh
 and the timed steps and the memory window are untouched. The optimizer's element-wise update adds
 no matmul FLOPs, which is all FlopCounterMode counts (matmuls, convolutions, attention).
 Frozen weights get no weight gradient, so a frozen base costs about 4N FLOPs per token instead of 6N.
-With gradient checkpointing the count includes the recomputed forward (hardware FLOPs).
+With gradient checkpointing the count includes the recomputed forward (hardware FLOPs). The chunked
+loss' own recompute is taken out: its checkpointed slices run the LM head's forward again in backward,
+which would put ~10% on a chunked cell's count (and MFU) over the same recipe with the standard loss,
+so a ladder's rungs would not compare; `recomputed_flops_excluded` says how much was taken out.
 """
 from __future__ import annotations
 
@@ -146,11 +149,15 @@ def count_step_flops(model: Any, batch: dict[str, Any], autocast: Callable[[], C
     return int(counter.get_total_flops())
 
 
-def flops_record(flops_per_step: int | None, step_s_median: float | None, device_name: str | None,
-                 cuda: bool, precision: str, checkpointing: bool, note: str | None = None) -> dict[str, Any]:
-    """The `flops` block: FLOPs per step, achieved TFLOP/s over the median step, and MFU."""
+def flops_record(counted: int | None, step_s_median: float | None, device_name: str | None,
+                 cuda: bool, precision: str, checkpointing: bool, note: str | None = None,
+                 recomputed: int = 0) -> dict[str, Any]:
+    """The `flops` block: FLOPs per step (`counted` less the loss' `recomputed` head forward),
+    achieved TFLOP/s over the median step, and MFU."""
+    flops_per_step = None if counted is None else counted - recomputed
     out: dict[str, Any] = {"flops_per_step": flops_per_step, "achieved_tflops": None, "mfu": None,
-                           "peak_tflops": None, "mfu_note": note}
+                           "peak_tflops": None, "mfu_note": note,
+                           "recomputed_flops_excluded": None if counted is None else recomputed}
     if flops_per_step is None:
         return out
     if step_s_median:
@@ -164,5 +171,8 @@ def flops_record(flops_per_step: int | None, step_s_median: float | None, device
             notes.append("this cell computes in fp32, below the bf16 peak it is compared with")
     if checkpointing:
         notes.append("gradient checkpointing: the recomputed forward is counted (hardware FLOPs)")
+    if recomputed:
+        notes.append(f"chunked loss: the LM head's forward its slices recompute in backward ({recomputed:.4g} FLOPs, "
+                     "recomputed_flops_excluded) is not counted, so the count compares with the standard loss'")
     out["mfu_note"] = "; ".join(n for n in [note, *notes] if n) or None
     return out

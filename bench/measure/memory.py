@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from bench.errors import UnsupportedError
+from bench.measure.nvml import device_handle
 
 SAMPLE_INTERVAL_S = 0.01  # 100 Hz: the issue asks for >= 50 Hz
 CAP_ENV = "BENCH_MEMORY_CAP_BYTES"  # set by `bench capacity` for its probes
@@ -91,16 +92,21 @@ def release_freed_blocks() -> None:
 
 
 class NvmlSampler:
-    """Background thread sampling device-used and this process's used GPU memory."""
+    """Background thread sampling device-used and this process's used GPU memory. `notes` says why a
+    figure may be wrong or missing (the GPU found by index, this process never listed by NVML)."""
 
-    def __init__(self, device: torch.device) -> None:
-        import pynvml
+    def __init__(self, device: torch.device, nvml: Any = None) -> None:
+        if nvml is None:
+            import pynvml as nvml
 
-        self._nvml = pynvml
-        pynvml.nvmlInit()
-        self.handle = self._handle(device)
+        self._nvml = nvml
+        nvml.nvmlInit()
+        self.handle, _, found_by_index = device_handle(nvml, device)
         self.pid = os.getpid()
-        self.note: str | None = None
+        self.notes: list[str] = [found_by_index] if found_by_index else []
+        self.query_failed = False
+        self.pid_listed = False  # whether NVML ever listed this process
+        self.pids_listed: set[int] = set()  # the others it listed, for the note when it never did
         self.base_device, self.base_process = self._sample()
         self.peak_device, self.peak_process = self.base_device, self.base_process
         self._lock = threading.Lock()
@@ -108,26 +114,35 @@ class NvmlSampler:
         self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
         self._thread.start()
 
-    def _handle(self, device: torch.device) -> Any:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
-        if uuid:
-            try:
-                return self._nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-            except self._nvml.NVMLError:
-                pass
-        return self._nvml.nvmlDeviceGetHandleByIndex(index)
-
     def _sample(self) -> tuple[int, int | None]:
         used = int(self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
         proc = None
         try:
             for p in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
-                if p.pid == self.pid and p.usedGpuMemory is not None:
+                if p.pid != self.pid:
+                    if len(self.pids_listed) < 8:
+                        self.pids_listed.add(int(p.pid))
+                    continue
+                self.pid_listed = True
+                if p.usedGpuMemory is not None:
                     proc = int(p.usedGpuMemory)
         except self._nvml.NVMLError as exc:
-            self.note = f"NVML process query failed: {exc}"
+            self.query_failed = True
+            self._note(f"NVML process query failed: {exc}")
         return used, proc
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def _unlisted_note(self) -> None:
+        """Why nvml_process_peak_bytes is null where NVML answered but never named this process."""
+        if self.pid_listed or self.query_failed:
+            return
+        others = ", ".join(map(str, sorted(self.pids_listed))) or "none"
+        self._note(f"nvml_process_peak_bytes is null: NVML never listed this process (pid {self.pid}) on its GPU "
+                   f"(pids it listed: {others}); in a container NVML reports the host's pids, which differ from "
+                   "the container's (pid namespaces)")
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
@@ -150,7 +165,10 @@ class NvmlSampler:
         with self._lock:
             device = self.peak_device - self.base_device
             process = None if self.peak_process is None else self.peak_process - (self.base_process or 0)
-        return {"nvml_device_peak_bytes": device, "nvml_process_peak_bytes": process}
+        if process is None:
+            self._unlisted_note()
+        return {"nvml_device_peak_bytes": device, "nvml_process_peak_bytes": process,
+                "nvml_device_baseline_bytes": self.base_device, "nvml_process_baseline_bytes": self.base_process}
 
     def close(self) -> None:
         self._stop.set()
@@ -218,6 +236,7 @@ class MemoryTracker:
         peak_rss = peak_rss_bytes()
         out: dict[str, int | None] = {"peak_allocated_bytes": None, "peak_reserved_bytes": None,
                                       "nvml_device_peak_bytes": None, "nvml_process_peak_bytes": None,
+                                      "nvml_device_baseline_bytes": None, "nvml_process_baseline_bytes": None,
                                       "peak_rss_bytes": peak_rss, "rss_baseline_bytes": self.rss_baseline_bytes,
                                       "peak_rss_above_baseline_bytes": peak_rss - self.rss_baseline_bytes}
         if self.cuda:
@@ -226,8 +245,9 @@ class MemoryTracker:
             out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
         if self.nvml:
             out.update(self.nvml.read())
-            if self.nvml.note and self.nvml.note not in self.notes:
-                self.notes.append(self.nvml.note)
+            for note in self.nvml.notes:
+                if note not in self.notes:
+                    self.notes.append(note)
         for key, value in self._carried.items():
             if out.get(key) is not None:
                 out[key] = max(out[key], value)

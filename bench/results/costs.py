@@ -21,8 +21,10 @@ class Energy(Block):
     eval_j: float | None = None
     eval_mean_w: float | None = None
     source: str | None = None  # nvml_total_energy | nvml_power_samples | rapl
-    scope: str | None = None  # what the counter covers (the whole GPU, the CPU packages)
-    note: str | None = None  # why there is no figure
+    scope: str | None = None  # what the counter covers (the whole GPU, the CPU packages; a multi-rank cell's sum)
+    note: str | None = None  # why there is no figure (or a caveat about it)
+    reading: str | None = None  # how the counter was read: at NVML's ticks, or at once (and why)
+    tick_s: float | None = None  # seconds between the NVML counter's ticks, seen when the meter opened
 
 
 @dataclass

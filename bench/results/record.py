@@ -1,4 +1,5 @@
-"""The result record of one cell, typed: every field the harness writes is declared here, once.
+"""The result record of one cell, typed: every field the harness writes is declared once, here or in
+the blocks beside it (memory.py, costs.py).
 
 Writers (the worker, the runner, the launchers, the fixtures) fill a `Record`; readers (the
 report, compare, capacity, selfcheck) get one from `Record.from_json`. Raw values with the unit in
@@ -17,6 +18,8 @@ from typing import Any
 from bench.results.block import Block
 from bench.results.block import block as _block
 from bench.results.costs import Energy, Target
+from bench.results.memory import Memory
+
 
 @dataclass
 class Device(Block):
@@ -42,77 +45,6 @@ class TaskData(Block):
 
 
 @dataclass
-class Weights(Block):
-    """The weights' bytes from the tensors (bench/measure/weights.py)."""
-
-    quantized_payload_bytes: int | None = None
-    quant_constants_bytes: int | None = None
-    unquantized_bytes: int | None = None
-    quantized_params: int | None = None
-
-
-@dataclass
-class Breakdown(Block):
-    """Memory at the training peak by part; the parts sum to `measured_bytes` (bench/measure/breakdown.py)."""
-
-    parameters_bytes: int | None = None
-    gradients_bytes: int | None = None
-    optimizer_bytes: int | None = None
-    activations_bytes: int | None = None
-    other_bytes: int | None = None
-    optimizer_managed_bytes: int | None = None
-    peak_allocated_bytes: int | None = None
-    measured_bytes: int | None = None
-    measured: str | None = None  # what measured_bytes is
-    peak_step: int | None = None
-    peak_phase: str | None = None
-    forward_retained_bytes: int | None = None
-    parameters_split: dict[str, int] | None = None
-    note: str | None = None
-
-
-@dataclass
-class Predicted(Block):
-    """The memory model's prediction for the cell (bench/predict)."""
-
-    parameters_bytes: int | None = None
-    gradients_bytes: int | None = None
-    optimizer_bytes: int | None = None
-    optimizer_managed_bytes: int | None = None
-    activations_bytes: int | None = None
-    other_bytes: int | None = None
-    peak_bytes: int | None = None
-    peak_phase: str | None = None
-    trainable_params: int | None = None
-    positions: int | None = None
-    padded: bool | None = None
-    formula: str | None = None
-    notes: list[str] | None = None
-    detail: dict[str, Any] | None = None
-    sharding: dict[str, Any] | None = None  # a multi-rank cell: what one rank holds (bench/predict/sharding.py)
-
-
-@dataclass
-class Memory(Block):
-    """Training memory (the training steps only), and evaluation's apart (bench/measure/memory.py)."""
-
-    weights_bytes: int | None = None  # torch allocated after load and adaptation (CUDA)
-    weights: Weights = _block(Weights)
-    peak_allocated_bytes: int | None = None
-    peak_reserved_bytes: int | None = None
-    nvml_device_peak_bytes: int | None = None
-    nvml_process_peak_bytes: int | None = None
-    peak_rss_bytes: int | None = None
-    rss_baseline_bytes: int | None = None
-    peak_rss_above_baseline_bytes: int | None = None
-    eval_peak_allocated_bytes: int | None = None
-    eval_peak_rss_above_baseline_bytes: int | None = None
-    breakdown: Breakdown = _block(Breakdown)
-    predicted: Predicted = _block(Predicted)
-    notes: list[str] | None = None
-
-
-@dataclass
 class Time(Block):
     """Step times of the timed steps (warm-up excluded) and what derives from them (bench/measure/timing.py)."""
 
@@ -133,6 +65,8 @@ class Time(Block):
     padding_fraction: float | None = None  # padding positions / all positions of the timed steps
     compile_s: float | None = None  # time compilation added to the compile warm-up (not in any step time)
     compile_warmup_steps: int | None = None  # steps the compiled model took to run steadily
+    setup_s: float | None = None  # from the process's start to the adapted model: spawn, imports, load, adapt
+    setup_parts_s: dict[str, float | None] | None = None  # spawn, imports_and_plan, load (quantization included), adapt
 
 
 @dataclass
@@ -172,6 +106,7 @@ class Flops(Block):
     mfu: float | None = None
     peak_tflops: float | None = None
     mfu_note: str | None = None
+    recomputed_flops_excluded: int | None = None  # the chunked loss' recomputed LM-head forward, not in flops_per_step
 
 
 @dataclass

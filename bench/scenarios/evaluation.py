@@ -41,6 +41,7 @@ def run(s: Session) -> None:
         if peaks is not None and span.joules is not None:
             rec.energy.set(eval_j=span.joules, eval_mean_w=span.mean_w)
     finally:
+        rec.energy.set(**meter.describe())  # again: a counter that stopped ticking was read at once since
         meter.close()
     rec.memory.set(**(peaks or s.memory.read()))  # the inference peak is this method's only peak
 

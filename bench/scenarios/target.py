@@ -4,12 +4,14 @@ the first `target_examples` examples of the validation split (never the test spl
 accuracy uses); those evaluations are kept out of the training's memory peaks as well. Each point
 of the curve has the training seconds (wall time from the first step, device synchronized,
 evaluations excluded), the real tokens trained on, and the joules (evaluations excluded, where
-energy is measured). The record keeps the curve and the first point at or above the target.
+energy is measured). Every such read goes through the energy meter's `mark()`, which reads NVML's
+coarse counter at its ticks (bench/measure/energy.py): the wait for a tick before an evaluation is
+idle time left in the training's figures, up to one tick per evaluation. The record keeps the curve
+and the first point at or above the target.
 Compilation happens before the first step and is not counted (time.compile_s has it)."""
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 
 import torch
@@ -40,21 +42,20 @@ class TargetProbe:
         self.timed_eval_s = self.timed_eval_j = 0.0  # those inside the timed steps' energy span
 
     def start(self) -> None:
-        self.meter.sync()
-        self.t0, self.j0 = time.perf_counter(), self.meter.read()
+        first = self.meter.mark()
+        self.t0, self.j0 = first.t, first.joules
 
     def after(self, step: int) -> None:
         if (step + 1) % self.every and step != self.last:
             return
-        self.meter.sync()
-        now, j = time.perf_counter(), self.meter.read()
+        before = self.meter.mark()
+        now, j = before.t, before.joules
         with self.s.memory.excluded(), head_on(self.loss):
             result = evaluate(self.s.model, self.s.built.batcher, self.examples, self.s.settings.eval_batch_size,
                               self.s.device, self.s.autocast, self.s.settings.max_new_tokens,
                               self.s.plan.method.generate)
-        self.meter.sync()
-        spent_s = time.perf_counter() - now
-        j_after = self.meter.read()
+        after = self.meter.mark()
+        spent_s, j_after = after.t - now, after.joules
         spent_j = j_after - j if j is not None and j_after is not None else 0.0
         point = {"step": step + 1, "train_s": now - self.t0 - self.eval_s, "tokens": self.tokens[step],
                  "joules": j - self.j0 - self.eval_j if j is not None and self.j0 is not None else None,

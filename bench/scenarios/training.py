@@ -68,6 +68,7 @@ def run(s: Session, loop: LoopState) -> None:
             rec.energy.set(eval_j=span.joules, eval_mean_w=span.mean_w)
     finally:
         restore()  # idempotent: also when training failed
+        rec.energy.set(**meter.describe())  # again: a counter that stopped ticking was read at once since
         meter.close()
 
 
@@ -105,8 +106,8 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
     timer = StepTimer(device)
     with _step_bar(total_steps, s.cell.name) as bar:
         s.memory.reset()  # the optimizer state's first allocation belongs to training's peak
-        compile_times = warm_until_steady(step, batches[:max(1, settings.warmup_steps)],
-                                          lambda: _clock(device)) if settings.compile != "off" else []
+        compile_times = _warm_compiled(s, step, batches) if settings.compile != "off" else []
+        state_at_start = bool(opt.state)  # the compile warm-up's steps are real optimizer steps
         watch = PeakWatch(device) if s.memory.cuda else NoWatch()
         probe = _target_probe(s, batches, meter, loss)
         t0 = _clock(device)
@@ -129,11 +130,25 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
     losses = [float(x) for x in parallel.mean_over_ranks(loop.losses).cpu()]  # the global batch's loss
     rec.quality.set(train_loss=losses, train_loss_first=losses[0], train_loss_last=losses[-1])
     state = optim.state_bytes(opt)
-    rec.optimizer.set(**state, paged_active=device.type == "cuda" and state["state_bytes_managed"] > 0)
+    rec.optimizer.set(**state, **optim.paging(settings.optimizer, device.type, state["state_bytes_managed"], trainable))
     cpu_measured = None if s.memory.cuda else rec.memory.peak_rss_above_baseline_bytes
     rec.memory.breakdown.set(**breakdown(s.parameter_split, gradient_bytes(trainable), state,
-                                         watch if isinstance(watch, PeakWatch) else None, cpu_measured))
+                                         watch if isinstance(watch, PeakWatch) else None, cpu_measured,
+                                         state_at_start=state_at_start))
     return batches
+
+
+def _warm_compiled(s: Session, step: Step, batches: list[dict[str, torch.Tensor]]) -> list[float]:
+    """The compile warm-up (see `_train`), kept out of the training peak as the time-to-target probe
+    keeps its evaluations out: the training peaks start after it, and its own peak allocated is
+    recorded apart. Returns its step times."""
+    with s.memory.excluded():
+        times = warm_until_steady(step, batches[:max(1, s.settings.warmup_steps)], lambda: _clock(s.device))
+        s.rec.memory.compile_warmup_peak_allocated_bytes = s.memory.read()["peak_allocated_bytes"]
+    s.memory.notes.append(f"the compile warm-up ({len(times)} steps) is kept out of the training peak "
+                          "(its own: compile_warmup_peak_allocated_bytes); reserved, NVML and RSS peaks may hold "
+                          "memory it cached")
+    return times
 
 
 def _target_probe(s: Session, batches: list[dict[str, torch.Tensor]], meter: EnergyMeter,
@@ -160,7 +175,8 @@ def _count(s: Session, batch: dict[str, torch.Tensor], loss: StepLoss) -> dict[s
     except Exception as exc:  # noqa: BLE001 - out of memory or an op the counter cannot take: a note
         note = f"FLOPs not counted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     return flops.flops_record(count, s.rec.time.step_s_median, s.rec.device.name, s.rec.device.kind == "cuda",
-                              s.settings.precision, s.settings.gradient_checkpointing, note)
+                              s.settings.precision, s.settings.gradient_checkpointing, note,
+                              recipe.recomputed_flops(loss, batch))
 
 
 def _clock(device: torch.device) -> float:

@@ -1,5 +1,5 @@
 """A GPU that other processes use is refused before any cell runs, unless allowed; either way env.json
-says what was found."""
+says what was found, and what NVML refused to list."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,9 +39,53 @@ def test_a_busy_gpu_is_refused_naming_the_processes() -> None:
     assert quiet["allow_busy_gpu"] is False and quiet["busy_threshold_bytes"] == gpucheck.BUSY_BYTES
 
 
+class RefusingNvml(FakeNvml):
+    """Three GPUs: the first lists its processes, the second refuses its compute listing, the third
+    its handle (NVML_ERROR_NO_PERMISSION, a lost GPU). This stand-in has no NVMLError class."""
+
+    def nvmlDeviceGetCount(self) -> int: return 3
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        if i == 2:
+            raise RuntimeError("GPU is lost")
+        return i
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list:
+        if h == 1:
+            raise RuntimeError("Insufficient Permissions")
+        return self.procs
+
+
+def test_what_nvml_refuses_is_recorded_and_the_check_goes_on() -> None:
+    nvml = RefusingNvml([(4242, 600 * 2**20)])
+    with pytest.raises(gpucheck.GpuBusy, match="pid 4242"):  # the first GPU's processes are still seen
+        gpucheck.check(False, nvml)
+    recorded = gpucheck.check(True, nvml)
+    assert [p["gpu"] for p in recorded["other_gpu_processes"]] == [0]
+    assert recorded["errors"] == [
+        "GPU 1: nvmlDeviceGetComputeRunningProcesses: RuntimeError: Insufficient Permissions",
+        "GPU 2: nvmlDeviceGetHandleByIndex: RuntimeError: GPU is lost"]
+
+
+def test_with_pynvml_only_its_own_errors_are_caught() -> None:
+    class PynvmlError(Exception): ...
+
+    class Real(RefusingNvml):
+        NVMLError = PynvmlError  # a module with NVML's error class: anything else is a bug, and raises
+
+    with pytest.raises(RuntimeError, match="Insufficient Permissions"):
+        gpucheck.check(True, Real([]))
+
+    class Refusing(Real):
+        def nvmlDeviceGetCount(self) -> int:
+            raise PynvmlError("Uninitialized")
+
+    assert gpucheck.check(True, Refusing([]))["errors"] == ["nvmlDeviceGetCount: PynvmlError: Uninitialized"]
+
+
 def test_a_busy_gpu_stops_the_run_before_any_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpucheck, "other_processes", lambda nvml=None: [
-        {"gpu": 0, "pid": 4242, "name": "x", "used_bytes": 2**30}])
+    monkeypatch.setattr(gpucheck, "other_processes", lambda nvml=None: ([
+        {"gpu": 0, "pid": 4242, "name": "x", "used_bytes": 2**30}], []))
     (tmp_path / "m.toml").write_text(tiny_matrix())
     matrix = load_matrix(str(tmp_path / "m.toml"))
 
@@ -56,7 +100,7 @@ def test_a_busy_gpu_stops_the_run_before_any_cell(tmp_path: Path, monkeypatch: p
 
 
 def test_busy_gpu_check_is_written_to_env_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpucheck, "other_processes", lambda nvml=None: [])
+    monkeypatch.setattr(gpucheck, "other_processes", lambda nvml=None: ([], []))
     (tmp_path / "m.toml").write_text(tiny_matrix())
     matrix = load_matrix(str(tmp_path / "m.toml"))
 
@@ -70,4 +114,4 @@ def test_busy_gpu_check_is_written_to_env_json(tmp_path: Path, monkeypatch: pyte
                       launcher=Instant(), allow_busy_gpu=True)
     env = store.read_env(tmp_path / "run")
     assert env["gpu_check"] == {"allow_busy_gpu": True, "other_gpu_processes": [],
-                                "busy_threshold_bytes": gpucheck.BUSY_BYTES}
+                                "busy_threshold_bytes": gpucheck.BUSY_BYTES, "errors": []}

@@ -115,6 +115,38 @@ def test_peak_in_the_first_forward_has_no_gradients_and_no_optimizer_state() -> 
     assert out["activations_bytes"] == 5000 - 1000 - 100
 
 
+def test_a_compiled_cell_has_its_optimizer_state_from_the_first_step() -> None:
+    # the compile warm-up stepped the optimizer: the watch starts (on a fresh peak) at params 1000,
+    # state 2000, batches 100; step 0 peaks in its backward at 5200
+    watch = FakeWatch([(3100, 3100), (4000, 5000), (3600, 5200), (3100, 5200)])
+    _steps(watch, 3)
+    out = bd.breakdown(PARAMS, 500, OPT, watch, state_at_start=True)
+    assert (out["peak_step"], out["peak_phase"]) == (0, "backward")
+    assert out["optimizer_bytes"] == 2000 and out["other_bytes"] == 100  # the state is not "other"
+    assert out["activations_bytes"] == 5200 - 1000 - 500 - 2000 - 100 > 0
+    parts = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")
+    assert sum(out[p] for p in parts) == out["peak_allocated_bytes"] == 5200
+    forward = FakeWatch([(3100, 3100), (4000, 5000), (3600, 5000), (3100, 5000)])
+    _steps(forward, 3)
+    out = bd.breakdown(PARAMS, 500, OPT, forward, state_at_start=True)
+    assert (out["gradients_bytes"], out["optimizer_bytes"], out["other_bytes"]) == (0, 2000, 100)
+    flat = FakeWatch([(3100, 3100)] * 4)
+    _steps(flat, 3)
+    out = bd.breakdown(PARAMS, 500, OPT, flat, state_at_start=True)
+    assert (out["optimizer_bytes"], out["other_bytes"], out["measured_bytes"]) == (2000, 100, 3100)
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_cell_keeps_its_warm_up_out_of_the_training_peak() -> None:
+    rec = _record("lora", {"r": 4}, compile="default")
+    m, b = rec.memory, rec.memory.breakdown
+    assert m.compile_warmup_peak_allocated_bytes > 0 and any("compile warm-up" in n for n in m.notes)
+    parts = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")
+    assert sum(getattr(b, p) for p in parts) == b.peak_allocated_bytes == m.peak_allocated_bytes
+    assert b.peak_step is not None and b.activations_bytes > 0
+    assert b.optimizer_bytes == rec.optimizer.state_bytes_device > 0
+
+
 @pytest.mark.gpu
 def test_cuda_parts_sum_to_the_peak() -> None:
     rec = _record("lora", {"r": 4})

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from bench import build
+from bench import build, recipe
+from bench.catalog.batches import IGNORE
 from bench.exec.worker import run_cell
 from bench.measure import flops
 from bench.measure.accuracy import evaluate
@@ -112,6 +113,10 @@ def test_record_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = flops.flops_record(1000, 0.5, "Xeon", False, "fp32", True)
     assert cpu["mfu"] is None and "CPU" in cpu["mfu_note"] and "checkpointing" in cpu["mfu_note"]
     assert flops.flops_record(None, 0.5, "Xeon", False, "fp32", False, "not counted")["mfu_note"] == "not counted"
+    assert rec["recomputed_flops_excluded"] == 0 and rec["flops_per_step"] == int(2e12)
+    chunked = flops.flops_record(1100, 0.5, "Xeon", False, "fp32", False, recomputed=100)
+    assert (chunked["flops_per_step"], chunked["recomputed_flops_excluded"]) == (1000, 100)
+    assert chunked["achieved_tflops"] == pytest.approx(1000 / 0.5 / 1e12)
 
 
 def test_grouped_query_attention_formula() -> None:
@@ -132,3 +137,31 @@ def test_the_worker_records_flops_outside_the_timed_steps() -> None:
     # one forward and backward of a batch of the cell's shape: what counting it directly gives
     counted, _, _ = _count("lora", {"r": 4})
     assert f.flops_per_step == counted
+
+
+def test_the_chunked_loss_counts_the_lm_head_forward_once() -> None:
+    """The chunked loss checkpoints each slice's head forward, which FlopCounterMode then counts again
+    in backward: the record takes that out, counting what the same slices without checkpointing count."""
+    chunks = 4
+    rec = run_cell(cell("full", steps=1, warmup_steps=0, eval_examples=0, loss="chunked", loss_chunks=chunks))
+    assert rec.status == "ok", rec.error
+    built = build_cell("full", loss="chunked", loss_chunks=chunks)
+    batch = first_batch(built)
+    checkpointed, restore = recipe.step_loss(built.model, built.plan.cell.settings)
+    raw = flops.count_step_flops(built.model, batch, contextlib.nullcontext, built.trainable, checkpointed)
+    restore()
+
+    def no_recompute(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        total = sum(recipe._slice_loss(hc, weight, bias, yc) for hc, yc in zip(h.chunk(chunks), y.chunk(chunks)))
+        return total / (y != IGNORE).sum().clamp(min=1)
+
+    plain = recipe.HeadlessLoss(built.model, no_recompute)
+    same_math = flops.count_step_flops(built.model, batch, contextlib.nullcontext, built.trainable, plain)
+    plain.restore()
+    config = tiny_config("tiny-llama")
+    rows = batch["labels"].shape[0] * (batch["labels"].shape[1] - 1)  # the hidden states fed to the loss
+    recomputed = 2 * rows * config.hidden_size * config.vocab_size
+    assert rec.flops.flops_per_step == same_math == raw - recomputed
+    assert rec.flops.recomputed_flops_excluded == recomputed
+    assert "chunked loss" in rec.flops.mfu_note and "recomputed_flops_excluded" in rec.flops.mfu_note
+    assert recipe.recomputed_flops(recipe.model_loss, batch) == 0  # the standard loss recomputes nothing

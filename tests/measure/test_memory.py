@@ -1,8 +1,11 @@
 """The memory tracker on the CPU: peak RSS above the pre-load baseline, per interval; the capacity
-cap, which binds only torch's CUDA allocator."""
+cap, which binds only torch's CUDA allocator; the NVML sampler's note where NVML never lists this
+process (a fake NVML)."""
 from __future__ import annotations
 
 import gc
+import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,3 +107,33 @@ def test_a_cell_with_the_release_allocator_says_so_in_its_record(tmp_path) -> No
     rec = store.read_records(tmp_path / "run")[0]
     assert rec.status == "ok" and rec.settings["cpu_allocator"] == "release"
     assert any("M_MMAP_THRESHOLD" in n for n in rec.memory.notes)
+
+
+class ContainerNvml:
+    """NVML as a container sees it: the GPU's processes listed by the host's pids, none of them ours."""
+
+    NVMLError = RuntimeError
+
+    def __init__(self, pids: list[int]) -> None:
+        self.procs = [SimpleNamespace(pid=p, usedGpuMemory=2**30) for p in pids]
+
+    def nvmlInit(self) -> None: ...  # noqa: N802
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str: return uuid  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, h: str) -> SimpleNamespace: return SimpleNamespace(used=3 * 2**30)  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses(self, h: str) -> list: return self.procs  # noqa: N802
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_nvml_never_listing_this_process_is_a_note_once(monkeypatch: pytest.MonkeyPatch, ours: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="1111"))
+    pids = [987654] + ([os.getpid()] if ours else [])
+    with memory.MemoryTracker(torch.device("cpu")) as tracker:
+        tracker.nvml = memory.NvmlSampler(torch.device("cuda", 0), ContainerNvml(pids))
+        first, second = tracker.read(), tracker.read()
+    notes = [n for n in tracker.notes if "NVML never listed this process" in n]
+    if ours:  # listed: a figure, and no note
+        assert first["nvml_process_peak_bytes"] == 0 and not notes
+        return
+    assert first["nvml_process_peak_bytes"] is None and second["nvml_process_peak_bytes"] is None
+    assert len(notes) == 1 and f"pid {os.getpid()}" in notes[0] and "987654" in notes[0]
+    assert "pid namespaces" in notes[0]

@@ -42,6 +42,36 @@ def test_encoder_is_unsupported_with_the_reason() -> None:
     assert "causal LM" in rec.error and "tiny-bert" in rec.error
 
 
+def test_without_evaluation_it_is_refused_before_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.catalog import models
+
+    def no_load(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr(models, "load_model", no_load)
+    rec = run_cell(cell("icl", "tiny-llama", {"shots": 4}, **{**ICL, "eval_examples": 0}))
+    assert rec.status == "unsupported", rec.error
+    assert "trains nothing" in rec.error and "eval_examples = 0" in rec.error and "eval_examples > 0" in rec.error
+    assert rec.failed_phase is None and rec.params.total is None and rec.memory.peak_rss_bytes is None
+
+
+def test_every_method_that_trains_nothing_needs_an_evaluation() -> None:
+    import dataclasses
+
+    from bench import build
+    from bench.method import Method
+    from tests.helpers import TINY
+
+    class Looker(Method):  # decided by `trains`, not by a method's name
+        name = "looker"
+        trains = False
+
+    off = dataclasses.replace(TINY, eval_examples=0)
+    assert "method 'looker' trains nothing" in build.unmeasured_reason(Looker(None), off)
+    assert build.unmeasured_reason(Looker(None), TINY) is None
+    assert build.unmeasured_reason(Method(None), off) is None  # a method that trains measures its steps
+
+
 def test_every_parameter_is_frozen_and_prompts_carry_the_demonstrations() -> None:
     b = built("icl", "tiny-llama", {"shots": 2}, **ICL)
     assert not any(p.requires_grad for p in b.model.parameters())

@@ -22,7 +22,7 @@ from bench.measure.breakdown import PeakWatch
 from bench.measure.memory import MemoryTracker
 from bench.measure.timing import StepTimer
 from bench.optim import build_optimizer
-from bench.registry import load_methods
+from bench.registry import load_methods, method_class
 from tests.helpers import EXPECTED_UNSUPPORTED, cell
 
 METHODS = list(load_methods())
@@ -109,7 +109,9 @@ def make_case(stack: ExitStack, method: str, model: str, options: dict[str, Any]
               device: torch.device | None = None, **settings: Any) -> StepCase:
     """Build the cell (skip when the method does not support it, with the reason) and its timed
     function; what must be closed goes on `stack`."""
-    c = cell(method, model, options, steps=1, warmup_steps=0, eval_examples=0, **settings)
+    # a method that trains nothing is timed on one evaluation batch, which its settings must allow
+    evaluates = not method_class(method).trains
+    c = cell(method, model, options, steps=1, warmup_steps=0, eval_examples=1 if evaluates else 0, **settings)
     if c.settings.threads:
         torch.set_num_threads(c.settings.threads)
     try:
