@@ -6,7 +6,6 @@ no download) or pretrained models shipped inside PyPI packages (offline).
 from __future__ import annotations
 
 import importlib.util
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,21 +198,23 @@ def load_model(spec: ModelSpec, config: Any, info: ModelInfo, num_labels: int, d
         return from_config(config, info, num_labels, dtype, device, attention)
     load_kwargs = {**load_kwargs, **(attention or {})}
     if location is None:
-        # Quantized loading goes through from_pretrained: write the random weights once, then load.
-        with tempfile.TemporaryDirectory(prefix="bench-random-") as tmp:
-            random = from_config(config, info, num_labels, dtype, device)
-            # each rank of a multi-rank cell writes its own copy (transformers would write on rank 0 only)
-            random.should_save_on_this_rank = lambda is_main_process: True
-            random.save_pretrained(tmp, safe_serialization=True)
-            return _from_pretrained(auto, tmp, {}, dtype, device, load_kwargs, config)
+        # Random weights for a quantized (or otherwise from_pretrained-only) load: transformers loads
+        # them from memory, quantizing each tensor as a checkpoint's would be (the same values as
+        # writing the model to disk and reading it back, without gigabytes of disk I/O per cell).
+        random = from_config(config, info, num_labels, dtype, device)
+        state = random.state_dict()
+        cls = type(random)
+        del random
+        return _from_pretrained(cls, None, {"state_dict": state}, dtype, device, load_kwargs, config)
     return _from_pretrained(auto, location, extra, dtype, device, load_kwargs, config)
 
 
 def _from_pretrained(auto: Any, location: Any, extra: dict[str, Any], dtype: "torch.dtype",
                      device: "torch.device", load_kwargs: dict[str, Any], config: Any) -> "nn.Module":
     kwargs: dict[str, Any] = {"dtype": dtype, **extra, **load_kwargs}
-    if "gguf_file" not in extra:
+    if "gguf_file" not in extra and "state_dict" not in extra:
         kwargs["use_safetensors"] = True  # never unpickle weights
+    if "gguf_file" not in extra:
         kwargs["config"] = config
     if "quantization_config" in load_kwargs:
         kwargs["device_map"] = {"": device}

@@ -3,6 +3,7 @@ the Hugging Face hub is reachable (`python -m bench.exec.environment --hub-reach
 run_all.sh asks before going offline)."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -64,16 +65,22 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+COMMIT_ENV = "BENCH_GIT_COMMIT"  # the commit of a copied tree without .git (a lent GPU machine's copy)
+
+
 def collect(argv: list[str]) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     status = _git(root, "status", "--porcelain")
+    commit = _git(root, "rev-parse", "HEAD")
+    given = os.environ.get(COMMIT_ENV) if commit is None else None
     return {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(argv),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in PACKAGES},
-        "git": {"commit": _git(root, "rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None},
+        "git": {"commit": commit or given, "dirty": bool(status) if status is not None else None,
+                **({"commit_from": COMMIT_ENV} if given else {})},
         **hardware(),
     }
 

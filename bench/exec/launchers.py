@@ -25,9 +25,9 @@ from bench.spec import Cell
 
 
 def cell_env(slot_env: dict[str, str]) -> dict[str, str]:
-    """The environment a cell runs with: ours, the slot's (say CUDA_VISIBLE_DEVICES), and the
-    user's terminal for the step bar."""
-    env = {**os.environ, **slot_env}
+    """The environment a cell runs with: ours, the slot's (say CUDA_VISIBLE_DEVICES), the user's
+    terminal for the step bar, and the wall clock now (where its setup time starts)."""
+    env = {**os.environ, **slot_env, worker.SPAWNED_AT_ENV: repr(time.time())}
     try:
         if sys.stderr.isatty():
             env["BENCH_TTY"] = os.ttyname(sys.stderr.fileno())
@@ -97,23 +97,26 @@ class CellLauncher:
         self.target = target
         self.rank_module = rank_module  # what each rank of a multi-rank cell runs (torchrun's module)
 
-    def run(self, cell: Cell, run_dir: Path, matrix: str, slot_env: dict[str, str]) -> Record:
-        """Run one cell; the record it wrote, or one saying how it ended."""
+    def run(self, cell: Cell, run_dir: Path, matrix: str, slot_env: dict[str, str],
+            within_s: float | None = None) -> Record:
+        """Run one cell; the record it wrote, or one saying how it ended. `within_s`: a caller's limit
+        below the cell's own timeout_s (the GPU check's budget), without changing the cell."""
         logs = run_dir / "logs"
         logs.mkdir(exist_ok=True)
         log_path = logs / f"{cell.cell_id}.log"
         if cell.settings.distributed:
             return torchrun.run(cell, matrix, cell_env(slot_env), log_path, module=self.rank_module)
-        ended = spawn(self.target, (cell.to_json(), matrix, cell_env(slot_env), str(log_path)),
-                      cell.settings.timeout_s)
+        limit = cell.settings.timeout_s if within_s is None else min(within_s, cell.settings.timeout_s)
+        ended = spawn(self.target, (cell.to_json(), matrix, cell_env(slot_env), str(log_path)), limit)
         if ended.result is not None:
             return Record.from_json(ended.result)
         rec = worker.base_record(cell, matrix)
         rec.finished_at, rec.worker_pid = worker.now(), ended.pid
         if ended.timed_out:
             rec.status = "timeout"
-            rec.error = (f"no result after timeout_s = {cell.settings.timeout_s:g} s; the cell's processes were "
-                         f"killed (log: {log_path})")
+            why = (f"timeout_s = {limit:g} s" if limit == cell.settings.timeout_s else
+                   f"{limit:.0f} s, what was left of the caller's budget (timeout_s = {cell.settings.timeout_s:g} s)")
+            rec.error = f"no result after {why}; the cell's processes were killed (log: {log_path})"
         else:
             rec.error = (f"worker {worker.how_it_ended(ended.exitcode)} before writing a record; log tail: "
                          f"{worker.log_tail(log_path, 3)}")
@@ -124,8 +127,10 @@ def run_job(cell_json: dict[str, Any], matrix: str, env: dict[str, str], folder:
     """A submitit job: runs in submitit's process on the node (one task per node); the record comes
     back as JSON. A multi-rank cell runs torchrun on every node of the job, the rendezvous taken from
     the job's environment (its first node, this node's index); the first node's task returns the record."""
-    # the submitter's SLURM_* and GPU list (a runner inside an allocation) must not stand for this job's
-    os.environ.update({k: v for k, v in env.items() if not k.startswith("SLURM_") and k != "CUDA_VISIBLE_DEVICES"})
+    # the submitter's SLURM_* and GPU list (a runner inside an allocation) must not stand for this job's,
+    # and its clock must not start this job's setup time (which would count the queue)
+    os.environ.update({k: v for k, v in env.items()
+                       if not k.startswith("SLURM_") and k not in ("CUDA_VISIBLE_DEVICES", worker.SPAWNED_AT_ENV)})
     os.environ.pop("BENCH_TTY", None)
     cell = Cell.from_json(cell_json)
     if not cell.settings.distributed:

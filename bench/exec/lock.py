@@ -23,8 +23,8 @@ class RunDirLocked(BenchError):
 
 
 class RunLock:
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK
+    def __init__(self, run_dir: Path, name: str = LOCK) -> None:
+        self.path = Path(run_dir) / name
         self._fh: IO[str] | None = None
         self.took_over: dict[str, Any] | None = None  # the stale holder, when there was one
 

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from bench.results.record import Record
 from bench.spec import Cell
 
 PHASES = ("plan", "load", "adapt", "evaluation before", "training", "count", "evaluation", "save")
+SPAWNED_AT_ENV = "BENCH_SPAWNED_AT"  # the launcher's wall clock when it started the cell's process
 
 
 def now() -> str:
@@ -32,9 +34,11 @@ class Phase:
 
     name: str = "plan"
     loop: Any = field(default=None)  # the training loop's LoopState (its step is the one that failed)
+    started: dict[str, float] = field(default_factory=lambda: {"plan": time.time()})  # wall clock per phase
 
     def at(self, name: str) -> None:
         self.name = name
+        self.started.setdefault(name, time.time())
 
     @property
     def step(self) -> int | None:
@@ -42,6 +46,23 @@ class Phase:
 
     def where(self) -> str:
         return f"at training step {self.step}" if self.step is not None else f"in phase '{self.name}'"
+
+    def setup(self, spawned_at: float | None) -> dict[str, Any]:
+        """The `time` block's setup figures: from the process's start (the launcher's clock, where it
+        says) to the end of adaptation, in parts: the interpreter's start, imports and device
+        initialisation with the plan, the load (quantization included), the adaptation."""
+        marks = self.started
+        ready = next((marks[n] for n in PHASES[PHASES.index("adapt") + 1:] if n in marks), None)
+        parts = {"spawn": marks["plan"] - spawned_at if spawned_at is not None else None,
+                 "imports_and_plan": _span(marks, "plan", "load"), "load": _span(marks, "load", "adapt"),
+                 "adapt": ready - marks["adapt"] if ready is not None and "adapt" in marks else None}
+        if ready is None:  # it ended before it was set up
+            return {"setup_parts_s": parts}
+        return {"setup_s": ready - (marks["plan"] if spawned_at is None else spawned_at), "setup_parts_s": parts}
+
+
+def _span(marks: dict[str, float], a: str, b: str) -> float | None:
+    return marks[b] - marks[a] if a in marks and b in marks else None
 
 
 def base_record(cell: Cell, matrix: str) -> Record:
@@ -81,6 +102,7 @@ def execute(cell: Cell, rec: Record, phase: Phase) -> None:
 
 def run_cell(cell: Cell, matrix: str = "") -> Record:
     """The cell's record: ok, or unsupported / oom / error with the reason and where it failed."""
+    phase = Phase()  # before torch loads: its import is part of the setup
     rec = base_record(cell, matrix)
     try:
         import torch
@@ -88,7 +110,6 @@ def run_cell(cell: Cell, matrix: str = "") -> Record:
         oom: tuple[type, ...] = (torch.OutOfMemoryError,)
     except ImportError:
         oom = ()
-    phase = Phase()
     try:
         execute(cell, rec, phase)
         rec.status = "ok"
@@ -103,6 +124,8 @@ def run_cell(cell: Cell, matrix: str = "") -> Record:
     except Exception as exc:  # noqa: BLE001 - any failure is a result, not a crash
         _failed(rec, phase)
         rec.status, rec.error = "error", f"{type(exc).__name__} {phase.where()}: {exc}"
+    spawned = os.environ.get(SPAWNED_AT_ENV)
+    rec.time.set(**phase.setup(float(spawned) if spawned else None))
     rec.finished_at = now()
     return rec
 

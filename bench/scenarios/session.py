@@ -6,9 +6,7 @@ model's prediction and the trainable weights' checkpoint size.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
 import torch
@@ -17,7 +15,7 @@ from bench import build, parallel
 from bench.exec.environment import cpu_name
 from bench.measure.breakdown import parameter_split
 from bench.measure.memory import RELEASE_NOTE, MemoryTracker, apply_cap, release_freed_blocks, warm_runtime
-from bench.measure.weights import bits_per_param_of, weights_breakdown
+from bench.measure.weights import bits_per_param_of, checkpoint_bytes, weights_breakdown
 from bench.results.record import Record
 from bench.spec import Cell
 
@@ -125,36 +123,3 @@ def predicted(cell: Cell, device_type: str, padded: bool = False) -> dict[str, A
         return predict(cell, device_type, padded)
     except Exception as exc:  # noqa: BLE001 - a prediction never fails the cell
         return {"peak_bytes": None, "notes": [f"no prediction: {type(exc).__name__}: {exc}"]}
-
-
-def _sharded_checkpoint_bytes(params: dict[str, torch.Tensor]) -> int:
-    """The safetensors file of FSDP-sharded weights, sized without gathering them (a whole model per
-    rank in host memory): 8 bytes of header length, the JSON header padded to 8 bytes, the data."""
-    import json
-
-    from safetensors.torch import _TYPES
-
-    names = {dtype: name for name, dtype in _TYPES.items()}
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, p in sorted(params.items()):
-        size = p.numel() * p.element_size()  # a DTensor's numel is the whole tensor's
-        header[name] = {"dtype": names[p.dtype], "shape": list(p.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    text = json.dumps(header, separators=(",", ":"))
-    return 8 + len(text) + (-len(text)) % 8 + offset
-
-
-def checkpoint_bytes(params: dict[str, torch.Tensor]) -> int:
-    """Size of the safetensors file the trainable weights save to."""
-    from safetensors.torch import save_file
-
-    if any(hasattr(p, "full_tensor") for p in params.values()):
-        return _sharded_checkpoint_bytes(params)
-    tensors = {n: p.detach().contiguous().cpu() for n, p in params.items()}
-    if not tensors:
-        return 0
-    with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
-        path = Path(tmp) / "trainable.safetensors"
-        save_file(tensors, str(path))
-        return path.stat().st_size

@@ -93,3 +93,32 @@ def test_model_info_reads_the_config(name: str, kind: str) -> None:
     assert (info.kind, info.model_type, info.random_weights) == (kind, config.model_type, True)
     assert (info.hidden_size, info.num_layers, info.vocab_size) == (
         config.hidden_size, config.num_hidden_layers, config.vocab_size)
+
+
+def test_a_quantized_random_model_is_quantized_in_memory_as_a_checkpoint_would_be(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random weights for a quantized row load from memory: nothing is written to disk, and the
+    quantized model holds what saving the random model and loading it with the same config gives."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
+
+    def quant() -> BitsAndBytesConfig:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16)
+
+    spec, cpu = ModelSpec("tiny-llama"), torch.device("cpu")
+    config = models.load_config(spec)
+    torch.manual_seed(0)
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", lambda *a, **k: pytest.fail("wrote the model to disk"))
+    loaded = models.load_model(spec, config, models.model_info(spec, config), 2, torch.bfloat16, cpu,
+                               {"quantization_config": quant(), "dtype": torch.bfloat16})
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    random = models.from_config(models.load_config(spec), models.model_info(spec, config), 2, torch.bfloat16, cpu)
+    random.save_pretrained(tmp_path / "saved")
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", quantization_config=quant(),
+                                                     device_map={"": cpu}, dtype=torch.bfloat16)
+    got, want = loaded.state_dict(), reference.state_dict()
+    assert getattr(loaded, "is_loaded_in_4bit", False)
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want if isinstance(want[k], torch.Tensor))

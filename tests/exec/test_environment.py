@@ -28,3 +28,12 @@ def test_an_unreachable_hub_is_false(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     assert environment.hub_reachable(0.1) is False
+
+
+def test_a_copy_without_git_takes_its_commit_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lent GPU machine runs a copy of the tree without .git: the caller names the commit."""
+    monkeypatch.setattr(environment, "_git", lambda root, *args: None)
+    monkeypatch.setenv(environment.COMMIT_ENV, "abc123")
+    assert environment.collect(["bench"])["git"] == {"commit": "abc123", "dirty": None, "commit_from": "BENCH_GIT_COMMIT"}
+    monkeypatch.delenv(environment.COMMIT_ENV)
+    assert environment.collect(["bench"])["git"] == {"commit": None, "dirty": None}

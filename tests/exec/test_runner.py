@@ -39,6 +39,10 @@ def test_error_is_recorded_and_the_next_cell_runs_then_rerun_resumes(tmp_path: P
     mem = recs[1].memory  # a fresh process: the training memory holds at least the weights
     assert mem.peak_rss_above_baseline_bytes > mem.breakdown.parameters_bytes > 0
     assert all(r.duration_s > 0 and (r.slot.index, r.slot.of) == (0, 1) for r in recs)
+    for r in recs:  # both were set up (the failure came in training): the parts add up to the whole
+        parts = r.time.setup_parts_s
+        assert set(parts) == {"spawn", "imports_and_plan", "load", "adapt"} and all(v > 0 for v in parts.values())
+        assert r.time.setup_s == pytest.approx(sum(parts.values())) and r.time.setup_s < r.duration_s
     summary, recs = run(tmp_path)  # the default launcher: no fault
     assert (summary.ran, summary.skipped) == (1, 1)  # only the failed cell runs again
     assert [r.status for r in recs] == ["error", "ok", "ok"]

@@ -192,11 +192,3 @@ def test_a_multi_node_cell_on_one_machine_and_a_slot_short_of_gpus_are_unsupport
     rec = torchrun.run(cell("lora", strategy="ddp", nproc=2, nnodes=2), "m", {}, tmp_path / "log")
     assert rec.status == "unsupported" and "--executor slurm" in rec.error
 
-
-def test_a_sharded_checkpoint_is_sized_as_the_file_it_would_be() -> None:
-    import torch
-
-    from bench.scenarios.session import _sharded_checkpoint_bytes, checkpoint_bytes
-
-    params = {"a.weight": torch.randn(3, 5), "b.lora_A": torch.randn(7, dtype=torch.bfloat16), "c": torch.randn(2)}
-    assert _sharded_checkpoint_bytes(params) == checkpoint_bytes(params)
