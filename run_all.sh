@@ -4,15 +4,17 @@
 #   ./run_all.sh test       the test suite (GPU tests run too where CUDA exists)
 #   ./run_all.sh perf       the pytest-benchmark step benchmarks (tests/perf), JSON into reports/perf/
 #   ./run_all.sh smoke      the smoke matrix (every method and recipe axis, tiny models) and its report
-#   ./run_all.sh gpu-check  GPU tests + the offline gpu matrix's Llama-3.2-1B rows and LoRA ladder
-#                           -> reports/reference/<gpu>/
+#   ./run_all.sh gpu-check [--out DIR] [--budget-s N] [--rehearse]
+#                           the GPU check in stages within a time budget, resumable: the hand-written
+#                           loop's rows, the other Llama-3.2-1B rows, the LoRA ladder and selfcheck, the
+#                           GPU tests; a bundle of at most 8 files in DIR (--rehearse: on the CPU)
 #   ./run_all.sh MATRIX     any built-in matrix name or TOML path, and its report
 #   ./run_all.sh lock       rewrites requirements.lock and requirements-models.lock from the newest
 #                           releases pyproject.toml allows (in a throwaway venv)
 #   ./run_all.sh test-latest     the test suite in .venv-latest (newest releases): the failing tests
 #                                and the versions that differ from the lock -> reports/drift/latest/
 #   ./run_all.sh test-gpu-image  the same in .venv-gpu-image with the GPU image's versions
-#                                (requirements-gpu-image.txt) -> reports/drift/gpu-image/
+#                                (requirements-gpu-image.txt, its torch too) -> reports/drift/gpu-image/
 # Where the python in use already has torch (a prepared GPU box), that python and its packages are
 # used as they are; otherwise .venv is built here from the lock: torch==2.13.0 first (pinned, so pip
 # takes the local CPU build here, and a CUDA machine gets torch's own nvidia-*/triton pins with it),
@@ -261,13 +263,15 @@ make_lock() {
 # .venv-latest with the newest releases, every run) or `gpu-image` (.venv-gpu-image with the GPU
 # image's versions, rebuilt when they change). Exits non-zero if a test fails there.
 drift_test() {
-  local kind="$1" venv="$ROOT/.venv-$1" out="reports/drift/$1" rc stamp want
+  local kind="$1" venv="$ROOT/.venv-$1" out="reports/drift/$1" rc stamp want lock_torch="$TORCH_PIN"
   shift
   require_lock
   if [ "$kind" = latest ]; then
     new_venv "$venv"
     install_newest
   else
+    # the image's torch, not the lock's: its own differences (FSDP2, compile, the FLOP counter) count too
+    TORCH_PIN=$(grep -Eo '^torch==[^ #]+' "$GPU_IMAGE") || { log "$GPU_IMAGE pins no torch==VERSION"; exit 1; }
     stamp="$venv/.bench-installed"
     want=$(cat pyproject.toml run_all.sh "$GPU_IMAGE" "$MODELS_LOCK" | sha256sum | cut -c1-16)
     PY="$venv/bin/python"
@@ -288,31 +292,12 @@ drift_test() {
   [ "$rc" = 5 ] && { log "no tests collected"; rc=1; }
   {
     echo "$kind: the versions that differ from $LOCK / $MODELS_LOCK:"
-    envtool diff "$TORCH_PIN" "$LOCK" "$MODELS_LOCK"
+    envtool diff "$lock_torch" "$LOCK" "$MODELS_LOCK"
     echo "$kind: the failing tests (pytest exit status $rc):"
     grep -E '^(FAILED|ERROR) ' "$out/pytest.log" | sed -E 's/ - .*//; s/^/  /' | sort -u || echo "  none"
   } | tee "$out/summary.txt" >&2
   log "summary: $ROOT/$out/summary.txt"
   exit "$rc"
-}
-
-# The reference run for this GPU: GPU tests, then the offline gpu matrix's Llama-3.2-1B rows but the
-# full and QLoRA ladders' upper rungs (those run with `./run_all.sh gpu`), its report, and a copy under
-# reports/reference/<gpu>/ to commit. The LoRA ladder stays: it answers whether the best LoRA recipe
-# steps in 0.8x the plain full fine-tuning step.
-gpu_check() {
-  has_cuda || { log "gpu-check needs a CUDA GPU; this machine has none"; exit 2; }
-  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-  local gpu out="reports/runs/gpu-check"
-  gpu=$("$PY" -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name(0).lower()).strip('-'))")
-  "$PY" -m pytest -q -m gpu tests
-  "$PY" -m bench run gpu --only "llama-3.2-1b/[!l]*" --only "llama-3.2-1b/lora*" \
-    --only "llama-3.2-1b/ladder-lora*" --out "$out" "$@"
-  "$PY" -m bench report "$out"
-  mkdir -p "reports/reference/$gpu"
-  cp "$out/results.jsonl" "$out/env.json" "reports/reference/$gpu/"
-  rm -rf "reports/reference/$gpu/report" && cp -r "$out/report" "reports/reference/$gpu/report"
-  log "reference run: $ROOT/reports/reference/$gpu/ (commit it; the README links the headline table)"
 }
 
 run_matrix() {
@@ -367,8 +352,10 @@ case "$mode" in
     exit "$rc"
     ;;
   gpu-check)
+    # offline: the check builds its models from configs, and a lent GPU machine reaches no hub
     shift || true
-    gpu_check "$@"
+    export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    exec "$PY" -m bench gpu-check "$@"
     ;;
   default)
     offline_if_no_hub

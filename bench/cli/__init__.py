@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import measure, run
+from bench.cli import lease, measure, run
 from bench.errors import BenchError
 
 
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     run.add_commands(sub)
     measure.add_commands(sub)
+    lease.add_commands(sub)
     return p
 
 

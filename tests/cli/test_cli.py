@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,16 +47,6 @@ def test_only_repeated_runs_the_cells_matching_any_glob() -> None:
     variants = sorted(line.split()[1].split("/")[1] for line in out.stdout.splitlines()[1:])
     assert variants == ["full", "lora+packed", "lora+packed+chunked-ce", "lora+packed+chunked-ce+compile",
                         "lora+packed+chunked-ce+compile+ckpt", "lora+packed+chunked-ce+compile+ckpt+offload"]
-
-
-def test_gpu_check_runs_the_1b_rows_and_the_lora_ladder_only() -> None:
-    """run_all.sh gpu-check has to fit a short GPU loan: the full and QLoRA ladders stay out."""
-    script = (ROOT / "run_all.sh").read_text()
-    globs = re.findall(r'--only "([^"]+)"', script.split("gpu_check() {", 1)[1].split("\n}", 1)[0])
-    names = {c.method.name for c in load_matrix("gpu").select(globs)}
-    assert {"full-bf16", "lora-r16", "qlora-nf4-dq", "ladder-lora+chunked-ce+compile+ckpt"} <= names
-    assert not {n for n in names if n.startswith(("ladder-full", "ladder-qlora"))}
-    assert {c.model.name for c in load_matrix("gpu").select(globs)} == {"llama-3.2-1b"}
 
 
 def test_list_shows_methods_models_tasks_matrices() -> None:
