@@ -11,7 +11,7 @@ import torch
 
 from bench.errors import UnsupportedError
 from bench.predict.static import PAGED_MIN_NUMEL
-from bench.spec import Settings
+from bench.spec import Settings, is_paged
 
 
 def build_optimizer(params: list[torch.nn.Parameter], settings: Settings,
@@ -36,7 +36,7 @@ def paging(name: str, device_type: str, managed_bytes: int, params: list[torch.T
     memory and the trainable parameters (bitsandbytes pages the state of those of at least
     PAGED_MIN_NUMEL elements only)."""
     active = device_type == "cuda" and managed_bytes > 0
-    if not name.startswith("paged"):
+    if not is_paged(name):
         return {"paged_active": active, "paged_note": None}
     if device_type != "cuda":
         note = ("not paged: bitsandbytes falls back to ordinary (non-paged) state on the CPU; "

@@ -12,6 +12,13 @@ from bench.errors import require
 
 Precision = Literal["fp32", "bf16-mixed", "bf16"]
 Optimizer = Literal["adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit"]
+
+
+def is_paged(optimizer: str | None) -> bool:
+    """An optimizer whose state bitsandbytes keeps in CUDA managed memory (paged)."""
+    return bool(optimizer) and optimizer.startswith("paged")
+
+
 Compile = Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
 Loss = Literal["standard", "chunked", "liger"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable
 
+from bench.spec import is_paged
+
 if TYPE_CHECKING:
     import torch
 
@@ -67,7 +69,7 @@ def optimizer_bytes(trainable: Iterable[torch.Tensor], optimizer: str, device_ty
         if eight_bit:
             device += 2 * 4 * math.ceil(numel / 256)
             shared_maps = True
-        if optimizer.startswith("paged") and device_type == "cuda" and numel >= PAGED_MIN_NUMEL:
+        if is_paged(optimizer) and device_type == "cuda" and numel >= PAGED_MIN_NUMEL:
             managed += moments
         else:
             device += moments

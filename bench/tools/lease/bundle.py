@@ -68,7 +68,10 @@ def refresh(work: Path, out: Path, state: st.State, summary: Callable[[], str], 
     write(out, st.ARCHIVE, archive)
     if with_report and (work / store.RESULTS).exists():
         _report(work, out)
-    text = summary()
+    try:
+        text = summary()
+    except Exception as exc:  # noqa: BLE001 - a summary that fails must not cost the lease its results
+        text = f"# GPU check\n\nThe summary could not be written: {type(exc).__name__}: {exc}\n"
     if left_out:
         text += f"\n{len(left_out)} cell log(s) left out of {st.ARCHIVE} to keep it under 16 MiB: {', '.join(left_out)}\n"
     write(out, SUMMARY, tail(text.encode(), MAX_FILE_BYTES, SUMMARY))

@@ -50,6 +50,7 @@ class Check:
     env: dict[str, Any]
     allow_busy_gpu: bool
     say: Callable[[str], None] = print
+    current: tuple[dict[str, Any], float] | None = None  # the stage under way: its entry, when it began
 
     @property
     def device(self) -> str:
@@ -65,6 +66,9 @@ class Check:
 
     def refresh(self, with_report: bool = True) -> None:
         self.state.call["wall_s"] = self.clock.elapsed()
+        if self.current is not None:  # the stage under way: a call killed in it still says what it spent
+            entry, began = self.current
+            entry["wall_s"] = self.clock.elapsed() - began
         self.state.save(self.work)
         latest = store.latest_by_cell(self.records())
         took = bundle.refresh(self.work, self.out, self.state,
@@ -179,14 +183,15 @@ def _stages(check: Check) -> int:
     for stage in check.plan.stages:
         check.say(f"{stage.name}: {stage.title}")
         entry = check.state.stage(stage.name)
-        t0 = check.clock.elapsed()
+        check.current = (entry, check.clock.elapsed())
         try:
             check.cells(stage, entry)
             check.selfcheck(stage)
             check.tests(stage)
         except OutOfBudget as exc:
             entry["stopped"] = stopped = str(exc)
-        entry["wall_s"] = check.clock.elapsed() - t0
+        entry["wall_s"] = check.clock.elapsed() - check.current[1]
+        check.current = None
         if stopped:
             check.say(f"stopped: {stopped}; call again into the same folders to resume")
             break

@@ -9,6 +9,7 @@ import statistics
 from typing import Any, Callable
 
 from bench.results.record import Record
+from bench.spec import is_paged
 from bench.tools.lease.handloop import MIB, HandLoop
 from bench.tools.lease.stages import Plan
 from bench.tools.lease.state import State
@@ -67,7 +68,7 @@ def render(plan: Plan, state: State, records: dict[str, Record], hand: HandLoop,
                    "budget, the bundle and the resume. Its figures are not comparable with the hand-written loop's "
                    f"({hand.device}, {hand.model}).\n")
     out += [_stages(plan, state, records, expected), _hand(hand, by_variant, comparable),
-            _paged(plan, records), _quantized(plan.comparison, by_variant), _model(plan, records), _selfcheck(state), _tests(state),
+            _paged(plan, records, hand), _quantized(plan.comparison, by_variant), _model(plan, records), _selfcheck(state), _tests(state),
             _cells(plan, records, expected)]
     return "\n".join(out)
 
@@ -129,11 +130,11 @@ def _hand(hand: HandLoop, by_variant: dict[str, Record | None], comparable: bool
             + "".join(f"- {d}\n" for d in hand.differences))
 
 
-def _paged(plan: Plan, records: dict[str, Record]) -> str:
+def _paged(plan: Plan, records: dict[str, Record], hand: HandLoop) -> str:
     rows = []
     for c in (c for s in plan.stages for c in s.cells):
         rec = records.get(c.cell_id)
-        if rec is None or not rec.ok or not (rec.optimizer.name or "").startswith("paged"):
+        if rec is None or not rec.ok or not is_paged(rec.optimizer.name):
             continue
         m, o = rec.memory, rec.optimizer
         beyond = (m.nvml_device_peak_bytes - m.nvml_process_peak_bytes
@@ -145,10 +146,11 @@ def _paged(plan: Plan, records: dict[str, Record]) -> str:
                      o.paged_note or ""])
     if not rows:
         return "## Paged optimizers\n\nNo paged-optimizer cell has run yet.\n"
+    seen = "".join(f"; the hand loop's {r.variant} saw the device rise {r.nvml_device_rise_mib:,} MiB against "
+                   f"{r.nvml_process_mib:,} MiB for the process" for r in hand.rows if r.nvml_device_rise_mib)
     return ("## Paged optimizers\n\nTheir state lives in CUDA managed memory, which torch's counters do not see: the "
             "record's managed bytes against what NVML's device figure holds beyond the process figure (both above "
-            "the pre-load baseline; the hand loop saw the device rise 19,572 MiB against 17,134 MiB for the "
-            "process).\n\n" + _table(["row", "managed MiB (record)", "NVML device - process MiB", "NVML device MiB",
+            f"the pre-load baseline{seen}).\n\n" + _table(["row", "managed MiB (record)", "NVML device - process MiB", "NVML device MiB",
                                       "torch peak MiB", "note"], rows))
 
 

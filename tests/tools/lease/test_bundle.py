@@ -58,3 +58,19 @@ def test_the_logs_archive_keeps_the_newest_logs_under_its_limit(tmp_path: Path) 
     assert kept == ["logs/cell4.log", "logs/cell5.log"] and sorted(left) == [f"logs/cell{i}.log" for i in range(4)]
     st.unpack_logs_from(data, tmp_path / "again")
     assert (tmp_path / "again" / "logs" / "cell5.log").read_bytes() == (logs / "cell5.log").read_bytes()
+
+
+def test_a_summary_that_fails_costs_the_bundle_nothing_else(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "results.jsonl").write_text('{"cell_id": "a", "status": "ok"}\n')
+    (out).mkdir()
+    (out / f"{bundle.PARTIAL}report.md").write_text("left by a killed call")
+
+    def broken() -> str:
+        raise ValueError("a bug")
+
+    bundle.refresh(work, out, st.State(True, calls=[{"stages": {}}]), broken, with_report=False)
+    assert "could not be written: ValueError: a bug" in (out / "summary.md").read_text()
+    assert (out / "results.jsonl").read_text() == '{"cell_id": "a", "status": "ok"}\n'
+    assert bundle.problems(out) == []  # the partial file is gone too
