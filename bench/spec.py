@@ -33,7 +33,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {"compile": "off", "attn_implementation": None
                                    "target_accuracy": None, "target_every": 25, "target_examples": 200,
                                    "cpu_allocator": "default", "strategy": "single", "nproc": 1, "nnodes": 1,
                                    "fsdp_cpu_offload": False, "max_new_tokens": 64,
-                                   "general_tokens": 16384}
+                                   "general_tokens": 16384, "validation_examples": None}
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class Settings:
     weight_decay: float = 0.0
     max_grad_norm: float | None = None
     eval_examples: int | None = 256  # None: the whole eval split; 0: no evaluation
+    # after training, the first validation_examples of the validation split are scored too: what the
+    # report chooses on (a sweep's best point, the summary's best); None: as many as eval_examples
+    # (the whole validation split where that is None); 0: no validation pass
+    validation_examples: int | None = None
     eval_batch_size: int = 32
     max_new_tokens: int = 64  # a generative task: tokens generated per answer at most (greedy)
     general_tokens: int = 16384  # forgetting: tokens of general text scored before and after training
@@ -90,6 +94,8 @@ class Settings:
         require(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be > 0")
         require(self.eval_examples is None or self.eval_examples >= 0, "eval_examples", self.eval_examples,
                 "must be >= 0 (0 turns evaluation off)")
+        require(self.validation_examples is None or self.validation_examples >= 0, "validation_examples",
+                self.validation_examples, "must be >= 0 (0 turns the validation pass off; unset: as eval_examples)")
         require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm,
                 "must be > 0")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "must be a positive integer")

@@ -25,6 +25,8 @@ from bench.results.memory import Memory
 class Device(Block):
     kind: str | None = None  # "cuda" | "cpu"
     name: str | None = None
+    driver: str | None = None  # CUDA: the NVIDIA driver's version (NVML), read by the cell's own process
+    cuda: str | None = None  # CUDA: the CUDA version torch was built with
 
 
 @dataclass
@@ -42,6 +44,12 @@ class TaskData(Block):
     sizes: dict[str, int] | None = None
     files_sha256: dict[str, str] | None = None
     files_match_published: bool | None = None
+    # a hub dataset (bench/catalog/gsm8k.py): the commit loaded, the revision asked for (None: the default branch)
+    hub_revision: str | None = None
+    hub_revision_requested: str | None = None
+    hub_version: str | None = None
+    train_source: str | None = None
+    train_revision: str | None = None  # the commit of a separate training dataset (MetaMathQA)
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Time(Block):
     train_s: float | None = None
     eval_s: float | None = None
     eval_examples_per_s: float | None = None
+    validation_eval_s: float | None = None  # the validation pass after training (quality.validation_accuracy)
     eval_generated_tokens: int | None = None  # a generative task: tokens generated in the evaluation after training
     eval_generated_tokens_per_s: float | None = None
     eval_max_new_tokens: int | None = None
@@ -88,6 +97,26 @@ class Quality(Block):
     scored_by: str | None = None  # "generation" (greedy, exact match on the extracted answer); None: label words
     decoder: str | None = None  # what decoded, when scored by generation (the method's `decoder`)
     samples: list[dict[str, Any]] | None = None  # a generative task: the first outputs, their extracted and gold answers
+    shots_used: int | None = None  # in-context learning: whole demonstrations before each query that fits
+    # after training, on the first validation_examples of the validation split: what the report chooses on
+    validation_accuracy: float | None = None
+    validation_examples: int | None = None
+    validation_note: str | None = None  # why there is no validation accuracy
+
+
+@dataclass
+class Rows(Block):
+    """Rows longer than seq_len, cut to fit it (bench/catalog/batches.py): training rows as drawn (a
+    row drawn twice counts twice), evaluation rows (the test split's) and validation rows as distinct
+    examples (scored before and after training: once)."""
+
+    train_rows: int | None = None
+    train_rows_cut: int | None = None
+    eval_rows: int | None = None
+    eval_rows_cut: int | None = None
+    validation_rows: int | None = None
+    validation_rows_cut: int | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -166,6 +195,21 @@ class Executor(Block):
 
 
 @dataclass
+class Provenance(Block):
+    """What produced the record, from the run's env.json (bench/exec/environment.py provenance()), so
+    a record read alone can be attributed; the device and its driver are in `device`. Older records
+    have none."""
+
+    packages: dict[str, str | None] | None = None
+    python: str | None = None
+    platform: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    git_commit_from: str | None = None  # a tree without .git: where the commit came from (BENCH_GIT_COMMIT)
+    run_started_at: str | None = None  # the invocation's start, as in env.json
+
+
+@dataclass
 class Record(Block):
     """One cell's result. `status`: ok | oom | error | timeout | unsupported."""
 
@@ -198,6 +242,7 @@ class Record(Block):
     energy: Energy = _block(Energy)
     target: Target = _block(Target)
     quality: Quality = _block(Quality)
+    rows: Rows = _block(Rows)
     optimizer: Optimizer = _block(Optimizer)
     flops: Flops = _block(Flops)
     quant: Quant = _block(Quant)
@@ -210,6 +255,7 @@ class Record(Block):
     worker_pid: int | None = None
     executor: Executor = _block(Executor)
     ranks: Ranks = _block(Ranks)
+    provenance: Provenance = _block(Provenance)
 
     @property
     def ok(self) -> bool:
