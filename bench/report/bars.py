@@ -13,10 +13,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from bench.report.cells import managed_bytes, peak_bytes
 from bench.report.data import RunData
 from bench.report.groups import Group, mean_ci
 from bench.report.style import GIB_LABEL, GREY, new_figure, tint, wrap
+from bench.results.peaks import headline_peak, managed_bytes
 from bench.results.record import Record
 from bench.results.values import GIB, num, samples
 
@@ -54,7 +54,7 @@ def _parts(rec: Record) -> dict[str, float]:
         split["parameters"] -= split["quantization constants"]
         out = {label: v for label, v in split.items() if not math.isnan(v) and v > 0}
     else:
-        value = peak_bytes(rec)[0] - managed_bytes(rec)  # the managed state gets its own segment below
+        value = headline_peak(rec).bytes - managed_bytes(rec)  # the managed state gets its own segment below
         if not math.isnan(value):
             out[PLAIN] = value
     if out and managed_bytes(rec):

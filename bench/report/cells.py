@@ -10,10 +10,10 @@ import math
 import statistics
 from typing import Any
 
+from bench.results.peaks import headline_peak, predicted_headline
 from bench.results.record import Record
 from bench.results.values import GIB, MIB, num, samples
 
-CPU_PEAK = "peak RSS above the pre-load baseline"
 UNITS_NOTE = ("Memory in GiB (1 GiB = 2^30 bytes), checkpoints in MiB (2^20 bytes), step times in ms, "
               "accuracy in percent; CI = 95% confidence interval of the mean over seeds (t distribution).")
 
@@ -31,25 +31,6 @@ def name_of(value: Any) -> str:
 
 def variant_of(rec: Record) -> str:
     return str(rec.variant or rec.method or "")
-
-
-def managed_bytes(rec: Record) -> float:
-    """Optimizer state in CUDA managed memory (paged optimizers), which torch's counters miss."""
-    value = num(rec.optimizer.state_bytes_managed)
-    return 0.0 if math.isnan(value) else value
-
-
-def peak_bytes(rec: Record) -> tuple[float, str]:
-    """The headline peak and where it comes from: torch peak allocated plus any managed optimizer
-    state on CUDA (so a paged optimizer never shows a saving only torch sees); on the CPU the peak
-    resident set of the training steps above the resident set just before the model loaded."""
-    if rec.cuda:
-        value = num(rec.memory.peak_allocated_bytes)
-        managed = managed_bytes(rec)
-        if managed and not math.isnan(value):
-            return value + managed, "torch peak allocated + managed optimizer state"
-        return value, "torch peak allocated"
-    return num(rec.memory.peak_rss_above_baseline_bytes), CPU_PEAK
 
 
 def step_stats(rec: Record) -> tuple[float, float, float]:
@@ -90,7 +71,7 @@ def _identity(rec: Record) -> dict[str, Any]:
 
 def _memory(rec: Record) -> dict[str, Any]:
     trainable, total = num(rec.params.trainable), num(rec.params.total)
-    peak, source = peak_bytes(rec)
+    peak, source = headline_peak(rec)  # the one definition (bench/results/peaks.py)
     m, opt = rec.memory, rec.optimizer
     return {
         "trainable_params": trainable, "total_params": total,
@@ -115,6 +96,8 @@ def _speed_and_quality(rec: Record) -> dict[str, Any]:
         "compile_warmup_steps": num(t.compile_warmup_steps),
         "train_s": num(t.train_s), "eval_s": num(t.eval_s), "eval_examples_per_s": num(t.eval_examples_per_s),
         "accuracy_%": 100 * num(q.accuracy), "accuracy_before_%": 100 * num(q.accuracy_before),
+        "validation_accuracy_%": 100 * num(q.validation_accuracy), "validation_examples": num(q.validation_examples),
+        "validation_note": q.validation_note or "", "validation_eval_s": num(t.validation_eval_s),
         "scored_by": q.scored_by or "label words", "decoder": q.decoder or "", "forgetting": num(q.forgetting),
         "eval_generated_tokens_per_s": num(t.eval_generated_tokens_per_s),
         "eval_loss": num(q.eval_loss), "train_loss_first": num(q.train_loss_first),
@@ -162,9 +145,9 @@ def _memory_detail(rec: Record) -> dict[str, float]:
 def cell_row(rec: Record) -> dict[str, Any]:
     """One flat row of display values for a record; absent fields become NaN or ""."""
     row = _identity(rec) | _memory(rec) | _speed_and_quality(rec) | _memory_detail(rec)
-    measured = row["peak_mem_GiB"]
-    row["predicted_vs_measured_%"] = (100 * (row["predicted_peak_GiB"] / measured - 1) if measured > 0
-                                      else math.nan)
+    measured = row["peak_mem_GiB"]  # the headline peak: on the same accounting as the prediction below
+    predicted = _gib(predicted_headline(rec.memory.predicted.to_json(), rec.cuda))
+    row["predicted_vs_measured_%"] = 100 * (predicted / measured - 1) if measured > 0 else math.nan
     row.update({
         "checkpoint_MiB": num(rec.checkpoint_bytes) / MIB, "duration_s": num(rec.duration_s),
         "started_at": rec.started_at or "", "finished_at": rec.finished_at or "",

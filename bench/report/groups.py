@@ -5,7 +5,6 @@ positions in the run's records (for the per-cell table rows).
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Iterable, Sequence
 from scipy import stats
 
 from bench.report.cells import name_of
+from bench.results.peaks import repeat_key
 from bench.results.record import Record
 
 
@@ -45,12 +45,9 @@ class Group:
 
 
 def group_key(rec: Record) -> str:
-    """Everything that defines a cell except the seed, as one string."""
-    defines = (rec.model, rec.variant, rec.method, rec.method_config, rec.task, rec.settings, rec.model_spec,
-               rec.task_options)
-    if all(v is None for v in defines):  # nothing to group on: the cell is its own group
-        return json.dumps([rec.cell_id])
-    return json.dumps([rec.matrix, *defines], sort_keys=True, default=str)
+    """Everything that defines a cell except the seed, as one string (the cells that repeat one
+    another, as `bench compare` groups them too)."""
+    return repeat_key(rec)
 
 
 def _base_label(rec: Record) -> tuple[str, str, str]:

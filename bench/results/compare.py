@@ -3,43 +3,39 @@
 Cells are matched by `cell_id`. A regression is
 - step time: the median grew by more than `time_tol` AND the per-step samples say the current run
   is slower (one-sided Mann-Whitney U, p < 0.01), so noise alone never fails CI;
-- memory (torch peak allocated and NVML device peak on CUDA, peak RSS above the pre-load baseline on
-  CPU): grew by more than `mem_tol`, and for RSS by more than RSS_NOISE_BYTES too (identical runs of
-  a tiny model differed by up to 2.5 MiB, 10%: the allocator keeps pages as it pleases);
+- memory: the headline peak (bench/results/peaks.py: torch peak allocated plus managed optimizer
+  state on CUDA, peak RSS above the pre-load baseline on the CPU), NVML's device peak, and torch's
+  peak alone where a paged optimizer makes it differ from the headline: grew by more than
+  `mem_tol`, and on the CPU by more than the cell's noise floor too (`peaks.noise_floor`: the spread
+  of the cell's seeds in the baseline, else in the current run, else a stated fraction of the
+  baseline figure; each finding names its floor and how it was derived);
 - accuracy: dropped by more than `acc_tol` percentage points, or went missing;
 - status: ok in the baseline, not ok now.
 Throughput is reported, not judged (it is step time seen from the other side). `metrics` limits
 what is judged (say memory and accuracy only). Unusable input raises ResultsFileError naming the
-file and line. Torch-free.
+file and line (bench/results/baseline.py reads the run folders, and saves baselines). Torch-free.
 """
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 from scipy import stats
 
-from bench.errors import ConfigError, ResultsFileError, did_you_mean
-from bench.results import store
-from bench.results.record import Memory, Record
-from bench.results.values import GIB, num, samples
+from bench.errors import ConfigError, did_you_mean
+from bench.results import peaks
+from bench.results.baseline import load_run, save_baseline  # noqa: F401 (save_baseline: `bench baseline`)
+from bench.results.record import Record
+from bench.results.values import GIB, MIB, num, samples
 
 P_VALUE = 0.01
 Verdict = Literal["regression", "improved", "warning", "same"]
 # What can be judged; "time" is the step time (throughput, reported alongside, is never judged).
 METRICS = ("time", "memory", "accuracy", "status")
-RSS_NOISE_BYTES = 4 * 2**20
-# Memory fields compared where both runs have them, and the change below which they are noise.
-MEMORY: list[tuple[str, Callable[[Memory], int | None], int]] = [
-    ("torch peak allocated", lambda m: m.peak_allocated_bytes, 0),
-    ("NVML device peak", lambda m: m.nvml_device_peak_bytes, 0),
-    ("peak RSS above baseline", lambda m: m.peak_rss_above_baseline_bytes, RSS_NOISE_BYTES),
-]
+HEADLINE = "headline peak"  # a finding's metric: "headline peak (<where it comes from>)"
 
 
 @dataclass
@@ -53,6 +49,7 @@ class Finding:
     change: str
     verdict: Verdict
     why: str = ""
+    figures: tuple[float, float] | None = None  # the raw baseline and current values judged (bytes for memory)
 
 
 @dataclass
@@ -106,17 +103,6 @@ def parse_metrics(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(m for m in METRICS if m in names)
 
 
-def _load(run_dir: Path, side: str) -> dict[str, Record]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ResultsFileError(f"{run_dir}: {side} run folder does not exist")
-    records = store.read_records(run_dir, strict=True)  # a torn line here is an error: CI must not guess
-    if not records:
-        raise ResultsFileError(f"{run_dir / store.RESULTS}: no result records")
-    store.read_env(run_dir)  # fail on a garbled env.json here rather than later
-    return store.latest_by_cell(records)
-
-
 def _name(rec: Record) -> str:
     return str(rec.name or rec.cell_id)
 
@@ -153,19 +139,42 @@ def _step_time(cell: str, base: Record, cur: Record, tol: float) -> Finding | No
                    why=f"Mann-Whitney U p = {p:.2g} ({len(b)} vs {len(c)} steps)")
 
 
-def _memory(cell: str, base: Record, cur: Record, tol: float) -> list[Finding]:
-    out = []
-    for label, field_of, noise in MEMORY:
-        b, c = num(field_of(base.memory)), num(field_of(cur.memory))
-        if math.isnan(b) or math.isnan(c):
-            continue
-        change = c / b - 1 if b > 0 else (math.inf if c > 0 else 0.0)
-        beyond = abs(c - b) > noise
-        verdict: Verdict = "regression" if change > tol and beyond else "improved" if change < -tol and beyond else "same"
-        why = f"more than the {tol:.0%} tolerance" + (f" and {noise / 2**20:g} MiB" if noise else "")
-        why = why if verdict == "regression" else ""
-        out.append(Finding(cell, label, f"{b / GIB:.3f} GiB", f"{c / GIB:.3f} GiB", _pct(change), verdict, why))
-    return out
+def _judge_bytes(cell: str, metric: str, b: float, c: float, tol: float,
+                floor: peaks.Floor | None = None) -> Finding | None:
+    """One memory figure: a regression beyond `tol` and, where there is one, beyond the noise floor."""
+    if math.isnan(b) or math.isnan(c):
+        return None
+    change = c / b - 1 if b > 0 else (math.inf if c > 0 else 0.0)
+    beyond = floor is None or abs(c - b) > floor.bytes
+    verdict: Verdict = "regression" if change > tol and beyond else "improved" if change < -tol and beyond else "same"
+    why = []
+    if verdict == "regression":
+        why.append(f"more than the {tol:.0%} tolerance" + (" and the noise floor" if floor else ""))
+    if floor is not None:
+        why.append(f"noise floor {floor.bytes / MIB:.1f} MiB: {floor.source}")
+    return Finding(cell, metric, f"{b / GIB:.3f} GiB", f"{c / GIB:.3f} GiB", _pct(change), verdict, "; ".join(why),
+                   (b, c))
+
+
+def _memory(cell: str, base: Record, cur: Record, tol: float, floor: peaks.Floor) -> list[Finding]:
+    """The headline peak (with the CPU's noise floor), then on CUDA torch's peak alone where managed
+    optimizer state makes the headline differ from it, and NVML's device peak."""
+    hb, hc = peaks.headline_peak(base), peaks.headline_peak(cur)
+    if base.cuda != cur.cuda:
+        return [Finding(cell, HEADLINE, hb.source, hc.source, "n/a", "warning",
+                        "measured on different devices: the figures are not comparable, so not judged")]
+    found = [_judge_bytes(cell, f"{HEADLINE} ({hc.source})", hb.bytes, hc.bytes, tol,
+                          None if cur.cuda else floor)]
+    if found[0] is not None and hb.source != hc.source:
+        found[0].why = "; ".join(filter(None, [found[0].why, f"the baseline's figure is {hb.source}"]))
+    if cur.cuda:
+        bm, cm = base.memory, cur.memory
+        if peaks.managed_bytes(base) or peaks.managed_bytes(cur):
+            found.append(_judge_bytes(cell, "torch peak allocated", num(bm.peak_allocated_bytes),
+                                      num(cm.peak_allocated_bytes), tol))
+        found.append(_judge_bytes(cell, "NVML device peak", num(bm.nvml_device_peak_bytes),
+                                  num(cm.nvml_device_peak_bytes), tol))
+    return [f for f in found if f is not None]
 
 
 def _accuracy(cell: str, base: Record, cur: Record, tol_pp: float) -> Finding | None:
@@ -201,9 +210,10 @@ def _status(cell: str, base: Record, cur: Record, judged: bool) -> Finding:
 
 
 def compare_cell(base: Record, cur: Record, time_tol: float, mem_tol: float, acc_tol: float,
-                 metrics: Sequence[str] = METRICS) -> list[Finding]:
+                 metrics: Sequence[str] = METRICS, floor: peaks.Floor | None = None) -> list[Finding]:
     """Every judged metric of one cell present in both runs (the metrics of a cell that fails in
-    either run: its status only)."""
+    either run: its status only). `floor`: the CPU headline's noise floor (default: the one
+    `peaks.noise_floor` gives where neither run repeats the cell)."""
     cell = _name(cur)
     if not (base.ok and cur.ok):
         return [_status(cell, base, cur, "status" in metrics)]
@@ -211,7 +221,7 @@ def compare_cell(base: Record, cur: Record, time_tol: float, mem_tol: float, acc
     if "time" in metrics:
         found.append(_step_time(cell, base, cur, time_tol))
     if "memory" in metrics:
-        found += _memory(cell, base, cur, mem_tol)
+        found += _memory(cell, base, cur, mem_tol, floor or peaks.noise_floor(base, {}, {}))
     if "time" in metrics:
         found.append(_throughput(cell, base, cur))
     if "accuracy" in metrics:
@@ -239,8 +249,11 @@ def _markdown(res: CompareResult, time_tol: float, mem_tol: float, acc_tol: floa
     out = [f"## Benchmark comparison: {verdict}", "",
            f"Baseline `{res.baseline_dir}`, current `{res.current_dir}`: {res.matched} cells compared.",
            f"Tolerances: step time +{time_tol:.1%} and a one-sided Mann-Whitney U test at p < {P_VALUE}; "
-           f"memory +{mem_tol:.1%} (CPU RSS: and +{RSS_NOISE_BYTES / 2**20:g} MiB); accuracy -{acc_tol:g} "
-           "percentage points. Memory in GiB (2^30 bytes).", ""]
+           f"memory +{mem_tol:.1%} (on the CPU also beyond the cell's noise floor: the spread of its seeds in "
+           f"the baseline, else in the current run, else {peaks.RSS_NOISE_FRACTION:.0%} of the baseline "
+           f"figure; each row names its floor); accuracy -{acc_tol:g} percentage points. The headline peak is "
+           f"{peaks.TORCH_MANAGED} on CUDA, {peaks.CPU} on the CPU. Memory in GiB (2^30 bytes), floors in "
+           "MiB (2^20).", ""]
     if tuple(metrics) != METRICS:
         out[-1:] = [f"Judged: {', '.join(metrics)} only (the other metrics are not compared).", ""]
     sections: list[tuple[str, Verdict]] = [("Regressions", "regression"), ("Warnings", "warning"),
@@ -269,32 +282,15 @@ def compare(baseline_dir: Path, current_dir: Path, time_tol: float = 0.05, mem_t
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{name} = {value!r} must be a non-negative number")
     judged = parse_metrics(metrics)
-    base, cur = _load(baseline_dir, "baseline"), _load(current_dir, "current")
+    base, cur = load_run(baseline_dir, "baseline"), load_run(current_dir, "current")
     res = CompareResult(Path(baseline_dir), Path(current_dir))
     res.missing_in_current = [_name(r) for k, r in base.items() if k not in cur]
     res.missing_in_baseline = [_name(r) for k, r in cur.items() if k not in base]
+    spread = peaks.spreads(base.values()), peaks.spreads(cur.values())
     for cell_id, cur_rec in cur.items():
         if cell_id in base:
             res.matched += 1
-            res.findings += compare_cell(base[cell_id], cur_rec, time_tol, mem_tol, acc_tol, judged)
+            floor = peaks.noise_floor(base[cell_id], *spread)
+            res.findings += compare_cell(base[cell_id], cur_rec, time_tol, mem_tol, acc_tol, judged, floor)
     res.markdown = _markdown(res, time_tol, mem_tol, acc_tol, judged)
     return res
-
-
-def save_baseline(run_dir: Path, name: str, root: Path = Path("reports/baselines")) -> Path:
-    """Copy RUN_DIR/results.jsonl and env.json into ROOT/NAME/ (replacing an older baseline of that
-    name) and return that folder. The results must read cleanly: a baseline is not a partial run."""
-    if not name or name in (".", "..") or any(ch in name for ch in "/\\") or name.strip() != name:
-        raise ConfigError(f"baseline name {name!r} must be a plain folder name (no '/', '\\' or surrounding spaces)")
-    _load(run_dir, "run")
-    dest = Path(root) / name
-    dest.mkdir(parents=True, exist_ok=True)
-    for fname in (store.RESULTS, store.ENV):
-        src, target = Path(run_dir) / fname, dest / fname
-        if not src.exists():
-            target.unlink(missing_ok=True)  # an env.json from an older baseline would describe another run
-            continue
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)  # readers never see half a baseline file
-    return dest

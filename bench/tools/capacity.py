@@ -8,10 +8,16 @@ The cap binds torch's caching allocator only: the CUDA context and the managed m
 optimizers lie outside it. Varying seq_len past the length of a task's texts pads the rows; padded
 rows need an attention mask, which can move attention to another kernel (synthetic rows hold about
 2,600 byte-tokenizer tokens).
+
+Every probe keeps torch's figures and the record's headline peak (bench/results/peaks.py: torch peak
+allocated plus managed optimizer state), and the search result the headline peak of its largest
+fitting probe (`best_peak_bytes`): for a paged optimizer it may exceed the budget, the managed part
+lying outside the cap.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +25,9 @@ from typing import Any, Callable
 from bench.errors import BenchError, ConfigError
 from bench.measure.memory import CAP_ENV, OUTSIDE_CAP
 from bench.results import store
+from bench.results.peaks import headline_peak
 from bench.results.record import Record
+from bench.results.values import GIB
 from bench.spec import Cell
 
 CAPACITY = "capacity.jsonl"
@@ -112,8 +120,10 @@ def cell_capacity(cell: Cell, vary: str, budget: int, limit: int,
 
     def fits(value: int) -> bool:
         rec = probe(probe_cell(cell, vary, value), vary, value)
+        peak, source = headline_peak(rec)
         tried.append({"value": value, "status": rec.status, "peak_allocated_bytes": rec.memory.peak_allocated_bytes,
-                      "peak_reserved_bytes": rec.memory.peak_reserved_bytes, "error": rec.error})
+                      "peak_reserved_bytes": rec.memory.peak_reserved_bytes,
+                      "peak_bytes": None if math.isnan(peak) else int(peak), "peak_source": source, "error": rec.error})
         if rec.status == "ok":
             return True
         if rec.status == "oom":
@@ -121,12 +131,15 @@ def cell_capacity(cell: Cell, vary: str, budget: int, limit: int,
         raise ProbeError(f"probe {vary} = {value} ended {rec.status}: {rec.error}")
 
     out: dict[str, Any] = {"cell_id": cell.cell_id, "name": cell.name, "vary": vary, "budget_bytes": budget,
-                           "start": getattr(cell.settings, vary), "limit": limit, "best": None, "status": "ok",
-                           "error": None, "probes": tried, "note": OUTSIDE_CAP}
+                           "start": getattr(cell.settings, vary), "limit": limit, "best": None,
+                           "best_peak_bytes": None, "status": "ok", "error": None, "probes": tried,
+                           "note": OUTSIDE_CAP}
     try:
         out["best"], _ = search(fits, getattr(cell.settings, vary), limit)
     except ProbeError as exc:
         out.update(status="error", error=str(exc))
+    out["best_peak_bytes"] = next((p["peak_bytes"] for p in tried if p["value"] == out["best"] and p["status"] == "ok"),
+                                  None)
     if out["best"] == limit:
         out["note"] += f"; the limit ({limit}) fits: the capacity may be larger"
     return out
@@ -160,6 +173,8 @@ def run_capacity(matrix: str, cells: list[Cell], run_dir: Path, vary: str, budge
             rec.update(matrix=matrix, started_at=started, finished_at=now())
             append(run_dir, rec)
             best = rec["best"] if rec["status"] == "ok" else f"error ({rec['error']})"
+            if rec["best_peak_bytes"] is not None:
+                best = f"{best} (headline peak {rec['best_peak_bytes'] / GIB:.4f} GiB)"
             say(f"{cell.name:<60} largest {vary} = {best}  ({len(rec['probes'])} probes)")
             out.append(rec)
     return out

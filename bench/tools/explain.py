@@ -9,7 +9,12 @@ Two cells (from two runs, or a run and a figure typed in with its settings): the
 environment that differ, each setting's share of the difference as the memory model predicts it
 (the settings changed one at a time, from the first cell's to the second's, in a fixed order), what
 the accounting changes (torch against NVML, CPU against CUDA), and the part the model leaves
-unexplained: the shares and that part add up to the measured difference exactly."""
+unexplained: the shares and that part add up to the measured difference exactly.
+
+The measured figure is the record's headline peak (bench/results/peaks.py: torch peak allocated plus
+managed optimizer state on CUDA, the peak RSS above the pre-load baseline on the CPU), and the
+model's figure is put on the same accounting (`peaks.predicted_headline`: its peak, plus the state
+it predicts in managed memory on CUDA), so a paged optimizer's state is neither a gap nor a share."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
-from bench.report.cells import peak_bytes
+from bench.results.peaks import headline_peak, predicted_headline
 from bench.results.record import Record
 from bench.results.values import GIB, num
 from bench.spec import Cell, MethodSpec, ModelSpec, Settings, TaskSpec
@@ -86,11 +91,12 @@ def one(rec: Record) -> Explanation:
     """A cell's measured peak against the memory model's parts, the gaps largest first."""
     if rec.status != "ok":
         raise BenchError(f"{rec.name}: status {rec.status}; only a cell that finished has a peak to explain")
-    measured, source = peak_bytes(rec)
+    measured, source = headline_peak(rec)
     device = "cuda" if rec.cuda else "cpu"
     predicted = _predict(cell_of(rec), device)
+    total = predicted_headline(predicted, rec.cuda)
     ex = Explanation(f"{rec.name}: measured peak {_gib(measured)} ({source}), "
-                     f"predicted {_gib(num(predicted['peak_bytes']))}", measured_bytes=measured)
+                     f"predicted {_gib(total)}", measured_bytes=measured)
     b, w, m = rec.memory.breakdown, rec.memory.weights, rec.memory
     rows = []
     for name, key in (("parameters", "parameters_bytes"), ("gradients", "gradients_bytes"),
@@ -113,7 +119,6 @@ def one(rec: Record) -> Explanation:
     for name, value in outside:
         if not math.isnan(value) and value:
             ex.lines.append(f"  {name:<40} {_gib(value):>12}")
-    total = num(predicted["peak_bytes"])
     ex.unexplained_bytes = measured - total
     if gaps:
         worst = sorted(gaps, reverse=True)[:2]
@@ -144,8 +149,8 @@ def two(a: Record, b: Record, env_a: dict[str, Any] | None = None, env_b: dict[s
                                                                      cell_b.method.options):
         raise BenchError("the two cells differ in model or method; explain compares one model and method under "
                          "different settings (use `bench explain` on each cell for its own parts)")
-    measured_a, source_a = peak_bytes(a)
-    measured_b, source_b = (b_measured, "the figure given") if b_measured is not None else peak_bytes(b)
+    measured_a, source_a = headline_peak(a)
+    measured_b, source_b = (b_measured, "the figure given") if b_measured is not None else headline_peak(b)
     device = "cuda" if a.cuda else "cpu"
     diff = measured_b - measured_a
     ex = Explanation(f"{b.name or 'the figure given'} against {a.name}: {_gib(measured_b)} - {_gib(measured_a)} "
@@ -165,11 +170,11 @@ def two(a: Record, b: Record, env_a: dict[str, Any] | None = None, env_b: dict[s
     if a.device.name != b.device.name and b.device.name:
         ex.lines.append(f"  device: {a.device.name} -> {b.device.name}")
     current = cell_a
-    before = num(_predict(current, device)["peak_bytes"])
+    before = predicted_headline(_predict(current, device), a.cuda)
     for key in _settings_changes(cell_a, cell_b):
         current = dataclasses.replace(current, settings=dataclasses.replace(current.settings,
                                                                             **{key: getattr(cell_b.settings, key)}))
-        after = num(_predict(current, device)["peak_bytes"])
+        after = predicted_headline(_predict(current, device), a.cuda)
         ex.parts.append(Part(f"{key}: {getattr(cell_a.settings, key)} -> {getattr(cell_b.settings, key)}",
                              after - before, "predicted share"))
         before = after

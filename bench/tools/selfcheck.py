@@ -4,8 +4,12 @@ The bare loop builds the same model, optimizer and pre-built batches the harness
 same seed), then runs forward / backward / step with nothing else: no trackers, no hooks, no
 progress bar; steps timed by perf_counter (CUDA: an event pair per step, read after the loop).
 Both sides run with evaluation off (the bare loop has none) and alternate, each in a fresh
-process, for several rounds. Compared: the median step time, and the peak memory of the training
-steps (CUDA: torch's peak allocated; CPU: the peak RSS above the RSS before the model loads).
+process, for several rounds. Compared: the median step time, and the headline peak of the training
+steps (bench/results/peaks.py) on both sides: CUDA: torch's peak allocated plus the optimizer state
+in CUDA managed memory; CPU: the peak RSS above the RSS before the model loads. The bare side reads
+its optimizer's managed bytes after the loop with bench/optim.py's `state_bytes`, as the harness
+does for the record's `optimizer.state_bytes_managed`, and both sides' figures go through the same
+`peaks.headline`, so a paged optimizer's state is on both sides or neither.
 """
 from __future__ import annotations
 
@@ -18,9 +22,36 @@ from typing import Any, Callable
 from bench.errors import ConfigError
 from bench.exec.launchers import CellLauncher, spawn
 from bench.exec.worker import redirect_to_log, write_json
+from bench.results.peaks import Peak, headline, headline_peak
+from bench.results.record import Record
 from bench.spec import Cell
 
-Runner = Callable[[Cell, str], dict[str, Any]]  # (cell, side) -> {"step_s_median", "peak_bytes", "peak_kind"}
+# (cell, side) -> {"step_s", "step_s_median", "peak_bytes", "peak_kind"}; peak_kind says in words what
+# the headline peak is (peaks.Peak.source)
+Runner = Callable[[Cell, str], dict[str, Any]]
+
+
+def side_result(step_s: list[float] | None, step_s_median: float | None, peak: Peak) -> dict[str, Any]:
+    """What one run of either side gives back."""
+    return {"step_s": step_s, "step_s_median": step_s_median, "peak_bytes": peak.bytes, "peak_kind": peak.source}
+
+
+def bare_peak(cuda: bool, device: Any, opt: Any, rss_above_baseline: int | None) -> Peak:
+    """The bare loop's headline peak: torch's peak allocated (CUDA) and its optimizer's managed state,
+    read as the harness reads them, or the peak RSS above the pre-load baseline (CPU)."""
+    from bench import optim
+
+    torch_peak = None
+    if cuda:
+        import torch
+
+        torch_peak = torch.cuda.max_memory_allocated(device)
+    return headline(cuda, torch_peak, optim.state_bytes(opt)["state_bytes_managed"], rss_above_baseline)
+
+
+def harness_result(rec: Record) -> dict[str, Any]:
+    """The harness side from its record."""
+    return side_result(rec.time.step_s, rec.time.step_s_median, headline_peak(rec))
 
 
 def bare_loop(cell: Cell) -> dict[str, Any]:
@@ -73,11 +104,10 @@ def bare_loop(cell: Cell) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize(device)
         steps = [a.elapsed_time(b) / 1000.0 for a, b in zip(marks[::2], marks[1::2])]
-        peak, kind = torch.cuda.max_memory_allocated(device), "peak_allocated_bytes"
     else:
         steps = [b - a for a, b in zip(marks[::2], marks[1::2])]
-        peak, kind = peak_rss_bytes() - baseline, "peak_rss_above_baseline_bytes"
-    return {"step_s": steps, "step_s_median": statistics.median(steps), "peak_bytes": peak, "peak_kind": kind}
+    peak = bare_peak(cuda, device, opt, None if cuda else peak_rss_bytes() - baseline)
+    return side_result(steps, statistics.median(steps), peak)
 
 
 def _mark(cuda: bool) -> Any:
@@ -118,11 +148,7 @@ def run_harness(cell: Cell, work_dir: Path, within_s: float | None = None) -> di
     rec = CellLauncher().run(cell, work_dir, "selfcheck", {}, within_s)
     if not rec.ok:
         raise RuntimeError(f"the harness run ended {rec.status}: {rec.error}")
-    if rec.cuda:
-        kind, peak = "peak_allocated_bytes", rec.memory.peak_allocated_bytes
-    else:
-        kind, peak = "peak_rss_above_baseline_bytes", rec.memory.peak_rss_above_baseline_bytes
-    return {"step_s": rec.time.step_s, "step_s_median": rec.time.step_s_median, "peak_bytes": peak, "peak_kind": kind}
+    return harness_result(rec)
 
 
 def selfcheck_cell(cell: Cell, steps: int | None = None) -> Cell:
@@ -155,9 +181,12 @@ def compare(cell: Cell, rounds: int, work_dir: Path, bare: Runner | None = None,
     diffs = [(h["peak_bytes"] - b["peak_bytes"]) / b["peak_bytes"] for h, b in zip(runs["harness"], runs["bare"])]
     med = {k: statistics.median(s for x in v for s in x.get("step_s") or [x["step_s_median"]]) for k, v in runs.items()}
     peak = {k: statistics.median(x["peak_bytes"] for x in v) for k, v in runs.items()}
+    # one rule on both sides gives one kind; two kinds (say the managed state on one side only) say so
+    kinds = list(dict.fromkeys(x["peak_kind"] for v in runs.values() for x in v))
+    kind = kinds[0] if len(kinds) == 1 else "headline peaks of different kinds (" + "; ".join(kinds) + ")"
     return {"cell": cell.name, "rounds": rounds, "runs": runs, "step_ratio": statistics.median(ratios),
             "step_ratios": ratios, "step_ratio_pooled": med["harness"] / med["bare"], "step_s_median": med,
-            "peak_kind": runs["bare"][0]["peak_kind"], "peak_bytes": peak, "peak_diff": statistics.median(diffs)}
+            "peak_kind": kind, "peak_bytes": peak, "peak_diff": statistics.median(diffs)}
 
 
 def main_summary(result: dict[str, Any]) -> str:

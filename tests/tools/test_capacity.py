@@ -15,6 +15,7 @@ from bench.errors import ConfigError
 from bench.exec.lock import RunDirLocked, RunLock
 from bench.exec.worker import base_record
 from bench.measure.memory import OUTSIDE_CAP
+from bench.results import peaks
 from bench.results.record import Record
 from bench.spec import Cell
 from bench.tools import capacity
@@ -95,11 +96,14 @@ def test_a_run_records_each_search_with_its_probes(tmp_path: Path) -> None:
     assert rec["best"] == 104 and rec["budget_bytes"] == 2**20 and rec["status"] == "ok"  # 104 rows fit in 1 MiB
     assert (rec["matrix"], rec["vary"], rec["start"], rec["limit"]) == ("m", "batch_size", 4, 4096)
     assert rec["probes"][0] == {"value": 4, "status": "ok", "peak_allocated_bytes": 40_000,
-                                "peak_reserved_bytes": None, "error": None}
+                                "peak_reserved_bytes": None, "peak_bytes": 40_000, "peak_source": peaks.TORCH,
+                                "error": None}
+    assert rec["best_peak_bytes"] == 104 * ROW_BYTES  # the headline peak of the largest probe that fit
     assert any(p["status"] == "oom" for p in rec["probes"])
     assert rec["note"] == OUTSIDE_CAP
     assert all(c.settings.eval_examples == 0 and c.settings.steps == capacity.PROBE_STEPS for c in seen)
-    assert said == [f"{cell('lora').name:<60} largest batch_size = 104  ({len(rec['probes'])} probes)"]
+    assert said == [f"{cell('lora').name:<60} largest batch_size = 104 (headline peak 0.0010 GiB)  "
+                    f"({len(rec['probes'])} probes)"]
 
 
 def test_a_limit_that_fits_says_the_capacity_may_be_larger(tmp_path: Path) -> None:
