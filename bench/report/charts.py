@@ -33,12 +33,14 @@ CHARTS = [
           "recorded a breakdown; paged optimizer state in managed memory is added on top, since torch's "
           "counters do not see it. Dashed marks: predicted peak; diamonds: NVML device peak (where recorded)."),
     Chart("accuracy_vs_memory", pareto_chart, "no ok cell recorded both accuracy and peak memory",
-          "Accuracy against peak memory; the dashed line is the Pareto front (no other "
-          "variant is both smaller and more accurate). Bars: 95% CI over seeds."),
+          "Test accuracy against peak memory; the dashed line is the Pareto front, chosen on validation accuracy "
+          "(no other variant is both smaller and more accurate on the validation split), each point drawn at its "
+          "test accuracy; of a sweep, its chosen point only. Bars: 95% CI over seeds."),
     Chart("accuracy_vs_energy", energy_chart, "no ok cell recorded both accuracy and training energy (energy "
           "needs NVML on a GPU or readable RAPL counters on the CPU; each record's energy.note says why not)",
-          "Accuracy against the energy of the timed training steps (NVML or RAPL; each record's energy.scope "
-          "says what the counter covers); the dashed line is the Pareto front. Bars: 95% CI over seeds."),
+          "Test accuracy against the energy of the timed training steps (NVML or RAPL; each record's energy.scope "
+          "says what the counter covers); the dashed line is the Pareto front, chosen on validation accuracy, each "
+          "point drawn at its test accuracy. Bars: 95% CI over seeds."),
     Chart("speed", speed_chart, "no ok cell recorded step times or throughput",
           "Median step time with interquartile range (all timed steps of all seeds), and tokens per second."),
     Chart("accuracy", accuracy_chart, "no ok cell recorded an accuracy",

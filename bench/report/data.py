@@ -1,8 +1,13 @@
 """A run folder read for rendering: the latest record of each cell, one row per cell in display
-units (bench/report/cells.py) and one per seed group (mean and 95% CI over seeds). Torch-free."""
+units (bench/report/cells.py) and one per seed group (mean and 95% CI over seeds). Torch-free.
+
+Of a sweep's points only the one chosen on validation accuracy (bench/report/sweeps.py) is in the
+seed groups the tables and charts read; `cells` keeps every cell (results.csv, the Sweeps section,
+failures). Every "best" is chosen on validation: `ranked_on` says which column a metric's best is
+read from, so test accuracy is shown but never decides."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +15,14 @@ import pandas as pd
 
 from bench.report.cells import COLUMNS, cell_row
 from bench.report.groups import Group, mean_ci, seed_groups
+from bench.report.sweeps import RANKED_ON, Sweep, from_cells, unchosen_rows
 from bench.results import store
 from bench.results.record import Record
 
 # Metrics summarised over seeds, and whether a lower value is better (for bold "best" cells).
 GROUP_METRICS: dict[str, bool] = {
     "accuracy_%": False,
+    RANKED_ON: False,  # validation accuracy
     "peak_mem_GiB": True,
     "nvml_device_peak_GiB": True,
     "step_ms_median": True,
@@ -23,6 +30,13 @@ GROUP_METRICS: dict[str, bool] = {
     "train_kJ": True,
 }
 GROUP_COLUMNS = ["group", "model", "variant", "method", "task", "seeds", "status", "key"]
+# Metrics whose best is read from another column: test accuracy is reported, validation decides.
+CHOSEN_ON: dict[str, str] = {"accuracy_%": RANKED_ON}
+
+
+def ranked_on(metric: str) -> str:
+    """The column that decides which value of `metric` is best (itself, unless CHOSEN_ON says)."""
+    return CHOSEN_ON.get(metric, metric)
 
 
 @dataclass
@@ -33,13 +47,20 @@ class RunData:
     records: list[Record]
     env: dict[str, Any]
     cells: pd.DataFrame  # one row per cell, display units, in results-file order
-    groups: pd.DataFrame  # one row per seed group: METRIC (mean), METRIC_ci95 (half-width), METRIC_n
-    seed_groups: list[Group]  # the same groups, with their records
+    groups: pd.DataFrame  # one row per shown seed group: METRIC (mean), METRIC_ci95 (half-width), METRIC_n
+    seed_groups: list[Group]  # the same groups, with their records: no unchosen sweep point among them
     skipped_torn: bool = False
+    sweeps: list[Sweep] = field(default_factory=list)
+    unchosen: frozenset[int] = frozenset()  # rows of `cells` of sweep points not chosen: the Sweeps section only
 
     @property
     def failed(self) -> pd.DataFrame:
         return self.cells[self.cells["status"] != "ok"]
+
+    @property
+    def shown_cells(self) -> pd.DataFrame:
+        """The cells the per-cell table shows: every cell but those of unchosen sweep points."""
+        return self.cells.drop(index=sorted(self.unchosen))
 
 
 def group_frame(groups: list[Group], cells: pd.DataFrame) -> pd.DataFrame:
@@ -71,5 +92,8 @@ def load(run_dir: Path) -> RunData:
     groups = seed_groups(records)
     labels = {i: g.label for g in groups for i in g.rows}
     cells.insert(1, "group", [labels[i] for i in range(len(records))])
-    return RunData(run_dir, records, store.read_env(run_dir), cells, group_frame(groups, cells), groups,
-                   skipped_torn=results.torn_tail)
+    found = from_cells(cells)
+    unchosen = frozenset(unchosen_rows(found))
+    shown = [g for g in groups if not unchosen.intersection(g.rows)]
+    return RunData(run_dir, records, store.read_env(run_dir), cells, group_frame(shown, cells), shown,
+                   skipped_torn=results.torn_tail, sweeps=found, unchosen=unchosen)

@@ -21,8 +21,8 @@ from bench.spec import RECIPE_DEFAULTS
 
 DASH = "–"
 # What "adds" leaves out: settings that do not change the recipe, only how much is run or measured.
-NOT_RECIPE = {"steps", "warmup_steps", "eval_examples", "eval_batch_size", "timeout_s", "threads", "max_new_tokens",
-              "general_tokens"}
+NOT_RECIPE = {"steps", "warmup_steps", "eval_examples", "validation_examples", "eval_batch_size", "timeout_s",
+              "threads", "max_new_tokens", "general_tokens"}
 
 
 @dataclass

@@ -1,7 +1,11 @@
 """The charts that plot points and lines rather than one bar per group: accuracy against memory with
 its Pareto front, and the training-loss curves. Each gets one panel per task (and model), since
 accuracies and losses of different tasks share no scale. A builder returns None when there is
-nothing to draw."""
+nothing to draw.
+
+The points are the seed groups the tables show (of a sweep, only its point chosen on validation),
+at their test accuracy; which of them are on the Pareto front is decided on their validation
+accuracy (bench/report/data.py's `ranked_on`), as every choice the report makes is."""
 from __future__ import annotations
 
 import math
@@ -11,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bench.report.cells import name_of
-from bench.report.data import RunData
+from bench.report.data import RunData, ranked_on
 from bench.report.groups import Group
 from bench.report.style import GIB_LABEL, GREY, figure_legend, legend_outside, panels, wrap
 from bench.results.record import Record
@@ -33,6 +37,18 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def front_rows(rows: Any, x: str) -> list[int]:
+    """Positions in `rows` (seed groups) of those on the Pareto front of column `x` against the
+    column accuracy's best is chosen on (validation accuracy), in order of increasing x; groups
+    without a validation accuracy are on no front, and none is without any."""
+    on = ranked_on("accuracy_%")
+    if on not in rows:
+        return []
+    scored = [i for i, v in enumerate(rows[on]) if not math.isnan(v)]
+    points = [(rows[x].iloc[i], rows[on].iloc[i]) for i in scored]
+    return [scored[j] for j in pareto_front(points)]
+
+
 def _front(ax: Any, rows: Any, colours: dict[str, str], x: str = "peak_mem_GiB",
            xlabel: str = f"Peak training memory, {GIB_LABEL}") -> list[Any]:
     """Points of one task (accuracy against column `x`), the Pareto front through them, and their
@@ -44,15 +60,17 @@ def _front(ax: Any, rows: Any, colours: dict[str, str], x: str = "peak_mem_GiB",
     labels = [ax.text(px, py, wrap(label, 24), fontsize=6, color=GREY, ha="center", va="center")
               for px, py, label in zip(rows[x], rows["accuracy_%"], rows["group"])]
     points = list(zip(rows[x], rows["accuracy_%"]))
-    front = [points[i] for i in pareto_front(points)]
+    front = [points[i] for i in front_rows(rows, x)]  # chosen on validation, drawn at test accuracy
     if len(front) > 1:
         ax.plot(*zip(*front), color=GREY, linewidth=1, linestyle="--", drawstyle="steps-post",
-                label="Pareto front", zorder=0)
-    else:
+                label="Pareto front (on validation accuracy)", zorder=0)
+    elif front:
         ax.plot(*zip(*front), marker="o", markersize=11, markerfacecolor="none", color=GREY,
-                linestyle="none", label="Pareto front")
+                linestyle="none", label="Pareto front (on validation accuracy)")
+    else:
+        ax.plot([], [], linestyle="none", label="no Pareto front: no validation accuracy")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("Accuracy (%)")
+    ax.set_ylabel("Test accuracy (%)")
     ax.margins(x=0.15, y=0.12)
     return labels
 
@@ -79,13 +97,13 @@ def pareto_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
     """Accuracy against peak memory per group, with the Pareto front (less memory, more accuracy).
     Accuracies of different tasks are not comparable: each task gets its own panel and front."""
     return _pareto(data, colours, "peak_mem_GiB", f"Peak training memory, {GIB_LABEL}",
-                   "Accuracy against memory (up and left is better; bars: 95% CI over seeds)")
+                   "Test accuracy against memory (up and left is better; bars: 95% CI over seeds)")
 
 
 def energy_chart(data: RunData, colours: dict[str, str]) -> Figure | None:
     """Accuracy against the timed training steps' energy per group, with its Pareto front."""
     return _pareto(data, colours, "train_kJ", "Training energy, kJ (timed steps)",
-                   "Accuracy against training energy (up and left is better; bars: 95% CI over seeds)")
+                   "Test accuracy against training energy (up and left is better; bars: 95% CI over seeds)")
 
 
 def _pareto(data: RunData, colours: dict[str, str], x: str, xlabel: str, title: str) -> Figure | None:

@@ -1,6 +1,8 @@
 """What the report says, once, for every renderer: its title and sections (versions, how each
-column is computed, summary, cells, failed cells and their tracebacks, cells without accuracy,
-charts, environment), as blocks (bench/report/document.py) that report.md and report.html walk."""
+column is computed, summary, ladders, time to target, sweeps, cells, failed cells and their
+tracebacks, cells without accuracy or validation accuracy, charts, environment), as blocks
+(bench/report/document.py) that report.md and report.html walk. Where the report chooses (a sweep's
+point, the best in bold) it says that the choice was made on validation accuracy."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,7 @@ from bench.report.data import RunData
 from bench.report.document import Block, Bullets, Code, Document, Figure, Pairs, Section, Terms, Text
 from bench.report.ladder import ladders
 from bench.report.ladder import table as ladder_table
-from bench.report.sweeps import sweeps
+from bench.report.sweeps import CHOSEN_ON, points_table, sweeps
 from bench.report.sweeps import table as sweep_table
 from bench.report.tables import cells_table, failed_table, summary_table, tracebacks
 from bench.report.target import table as target_table
@@ -31,7 +33,13 @@ DEFINITIONS = (
                    "tokens_per_s_overall, all timed tokens over the summed step times)."),
     ("Accuracy", "on the first eval_examples examples of the task's fixed test split, after training; on a "
                  "generative task (arith, gsm8k) by greedy generation, exact match on the extracted final number. "
-                 "'Acc. before training' is the same score before the first step (zero-shot)."),
+                 "'Acc. before training' is the same score before the first step (zero-shot). Test accuracy is "
+                 "only reported: nothing in this report is chosen on it."),
+    ("Validation accuracy", "the same score on the first validation_examples examples of the task's validation "
+                            "split (as many as eval_examples unless set), after training. Every choice here is "
+                            "made on it: a sweep's point, the best accuracy in bold, the Pareto front. A sweep "
+                            "shows only its chosen point outside the Sweeps section; where there is no "
+                            "validation accuracy nothing is chosen (never test accuracy instead)."),
     ("Forgetting", "mean per-token loss on general text after training minus before (nats/token; causal LMs); "
                    "the record's quality.general_text names the text."),
     ("Eval gen. tokens/s", "tokens generated per second by the evaluation after training (generative tasks)."),
@@ -95,6 +103,11 @@ def _failures(data: RunData) -> list[Section]:
     if len(notes):
         out.append(Section("Cells without accuracy",
                            [Bullets([f"{n}: {why}" for n, why in zip(notes["name"], notes["accuracy_note"])])]))
+    unvalidated = c[(c["validation_note"] != "") & c["validation_accuracy_%"].isna() & (c["accuracy_note"] == "")
+                    & (c["status"] == "ok")]
+    if len(unvalidated):
+        out.append(Section("Cells without validation accuracy (nothing is chosen on them)", [
+            Bullets([f"{n}: {why}" for n, why in zip(unvalidated["name"], unvalidated["validation_note"])])]))
     return out
 
 
@@ -119,10 +132,33 @@ def _sweeps(data: RunData) -> list[Section]:
     found = sweeps(data)
     if not found:
         return []
-    return [Section("Sweeps (best, median and worst grid point; seeds averaged)", [
+    return [Section(f"Sweeps (each point chosen on {CHOSEN_ON}; seeds averaged)", [
         sweep_table(found),
-        Text("A warning means the best point sits on an edge of the grid: the optimum may lie beyond it. "
-             "Every point's score is in sweeps.csv.", note=True)])]
+        Text(f"Each sweep's chosen point is its best on {CHOSEN_ON}; only that point is in the summary, the "
+             "charts and the cell table, with its test accuracy. A sweep without validation accuracy has no "
+             "point chosen, and none of its points is shown outside this section. A warning means the chosen "
+             "point sits on an edge of the grid: the optimum may lie beyond it.", note=True),
+        points_table(found),
+        Text("Every grid point, validation and test accuracy side by side (test accuracy is reported, never "
+             "ranked on); the same in sweeps.csv.", note=True)])]
+
+
+def _summary(data: RunData) -> list[Section]:
+    """The seed-group summary, with what its best accuracy was chosen on."""
+    g = data.groups
+    lines = []
+    if g["validation_accuracy_%"].notna().any():
+        lines.append(f"The best accuracy in bold is the group with the best {CHOSEN_ON}; the figure shown is its "
+                     "test accuracy.")
+    elif g["accuracy_%"].notna().any():
+        lines.append("No group recorded a validation accuracy, so no accuracy is marked best (test accuracy is "
+                     "never used to choose).")
+    hidden = sum(len(s.points) - (s.chosen is not None) for s in data.sweeps)
+    if hidden:
+        lines.append(f"Of each sweep only the point chosen on {CHOSEN_ON} is listed ({hidden} points not chosen "
+                     "are in the Sweeps section only).")
+    notes: list[Block] = [Text(" ".join(lines), note=True)] if lines else []
+    return [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data), *notes])]
 
 
 def chart_blocks(charts: Sequence[Figure | Skipped]) -> list[Block]:
@@ -147,10 +183,11 @@ def describe(data: RunData, charts: Sequence[Figure | Skipped]) -> Document:
     if data.skipped_torn:
         sections.append(Section(None, [Text(TORN, note=True)]))
     if len(data.groups):
-        sections += [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data)])]
+        sections += _summary(data)
         sections += _ladders(data)
         sections += _target(data)
-        sections += _sweeps(data)
+    sections += _sweeps(data)  # also where no group is shown: a sweep with no point chosen
+    if len(data.groups):
         sections.append(Section("Cells", [cells_table(data)]))
     sections += _failures(data)
     sections.append(Section("Charts", chart_blocks(charts), empty="No charts were asked for."))

@@ -1,6 +1,7 @@
 """Tables of a run: CSV (every field, one row per cell or seed group), LaTeX, and the summary, cell
 and failure tables of report.md and report.html (the columns worth reading, best value per column
-in bold, mean ± 95% CI over seeds)."""
+in bold, mean ± 95% CI over seeds). The best test accuracy in bold is the one whose validation
+accuracy is best (bench/report/data.py's `ranked_on`): test accuracy is shown, never chosen on."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import re
 import pandas as pd
 
 from bench.report.cells import UNITS_NOTE
-from bench.report.data import GROUP_METRICS, RunData
+from bench.report.data import GROUP_METRICS, RunData, ranked_on
 from bench.report.document import Table
 
 # Summary columns: (header, source metric, decimals). Lower-is-better comes from GROUP_METRICS.
@@ -19,6 +20,7 @@ SUMMARY = [
     ("Step time (ms)", "step_ms_median", 1),
     ("Throughput (tokens/s)", "tokens_per_s", 0),
     ("Accuracy (%)", "accuracy_%", 1),
+    ("Validation acc. (%)", "validation_accuracy_%", 1),
     ("Training energy (kJ)", "train_kJ", 2),
 ]
 # Per-cell columns: (header, column, decimals, lower is better or None for no bold).
@@ -32,6 +34,7 @@ CELLS = [
     ("Step CV (%)", "step_cv_%", 1, True),
     ("Tokens/s", "tokens_per_s", 0, False),
     ("Accuracy (%)", "accuracy_%", 1, False),
+    ("Validation acc. (%)", "validation_accuracy_%", 1, False),
     ("Acc. before training (%)", "accuracy_before_%", 1, None),
     ("Forgetting (nats/token)", "forgetting", 3, True),
     ("Eval gen. tokens/s", "eval_generated_tokens_per_s", 0, False),
@@ -43,7 +46,7 @@ CELLS = [
 CSV_DECIMALS = {"_ci95": 4, "_kJ": 4, "_W": 2, "_J": 3,
                 "_GiB": 4, "_MiB": 3, "_ms_median": 3, "_ms_iqr": 3, "_%": 3, "tokens_per_s": 1, "_s": 3}
 INT_COLUMNS = ("seed", "batch_size", "seq_len", "steps", "failed_step", "trainable_params", "total_params",
-               "eval_examples", "flops_per_step", "seeds")
+               "eval_examples", "validation_examples", "flops_per_step", "seeds")
 DASH = "–"
 REASON_CHARS = 2000  # a failure's reason in the tables; the cell's log has all of it
 
@@ -81,6 +84,15 @@ def best_mask(values: pd.Series, lower_is_better: bool) -> pd.Series:
     return values.apply(lambda v: not math.isnan(v) and math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12))
 
 
+def chosen_mask(frame: pd.DataFrame, metric: str, places: int, lower_is_better: bool) -> pd.Series:
+    """Bold cells of column `metric`: the best of the column it is chosen on (`ranked_on`), where
+    `metric` has a value. Test accuracy's best is so the best on validation, and none without one."""
+    on = ranked_on(metric)
+    if on not in frame:
+        return pd.Series(False, index=frame.index)
+    return best_mask(frame[on].round(places), lower_is_better) & frame[metric].notna()
+
+
 def cut(text: str, width: int) -> str:
     """`text` shortened to `width` characters, an ellipsis marking the cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -106,7 +118,7 @@ def summary_frame(data: RunData, pm: str = " ± ") -> tuple[pd.DataFrame, pd.Dat
         if metric not in g or g[metric].isna().all():
             continue
         shown[header] = [_mean_ci(m, h, places, pm) for m, h in zip(g[metric], g[f"{metric}_ci95"])]
-        bold[header] = best_mask(g[metric].round(places), GROUP_METRICS[metric])
+        bold[header] = chosen_mask(g, metric, places, GROUP_METRICS[metric])
     return shown, bold
 
 
@@ -117,8 +129,9 @@ def summary_table(data: RunData) -> Table:
 
 
 def cells_table(data: RunData) -> Table:
-    """The per-cell table: the CELLS columns any cell has, best per column in bold."""
-    c = data.cells
+    """The per-cell table: the CELLS columns any cell has, best per column in bold. Cells of sweep
+    points not chosen are left out (the Sweeps section has them)."""
+    c = data.shown_cells.reset_index(drop=True)
     shown = pd.DataFrame({"Cell": c["name"], "Status": c["status"]})
     bold = pd.DataFrame(False, index=shown.index, columns=shown.columns)
     raw = {}
@@ -128,7 +141,7 @@ def cells_table(data: RunData) -> Table:
         shown[header] = [_fmt(v, places) for v in c[col]]
         raw[header] = c[col].tolist()
         if lower is not None:
-            bold[header] = best_mask(c[col].round(places), lower)
+            bold[header] = chosen_mask(c, col, places, lower)
     return Table(shown, bold, raw)
 
 

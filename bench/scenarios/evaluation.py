@@ -1,5 +1,8 @@
 """The scenario of a method that trains nothing (in-context learning): evaluation only, whose peak
-is then the cell's only peak; and the evaluation after training that the training scenario shares.
+is then the cell's only peak; and the evaluations after training that the training scenario shares:
+the test split's (what the report shows) and the validation split's (what the report chooses on:
+a sweep's best point, the summary's best). The validation pass comes after the test evaluation's
+figures are read, kept out of every peak, its own time in `time.validation_eval_s`.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from bench.measure.energy import EnergyMeter
 from bench.measure.timing import summarize
 from bench.scenarios.forgetting import Forgetting
 from bench.scenarios.session import Session
+from bench.spec import Settings
 
 
 def no_quality(s: Session) -> None:
@@ -44,6 +48,7 @@ def run(s: Session) -> None:
         rec.energy.set(**meter.describe())  # again: a counter that stopped ticking was read at once since
         meter.close()
     rec.memory.set(**(peaks or s.memory.read()))  # the inference peak is this method's only peak
+    validate_after(s)
 
 
 def evaluate_after(s: Session, examples: list[Example], even_if_meaningless: bool = False) -> dict[str, int | None] | None:
@@ -68,3 +73,39 @@ def evaluate_after(s: Session, examples: list[Example], even_if_meaningless: boo
     rec.memory.set(eval_peak_allocated_bytes=peaks["peak_allocated_bytes"],
                    eval_peak_rss_above_baseline_bytes=peaks["peak_rss_above_baseline_bytes"])
     return peaks
+
+
+def validation_size(settings: Settings) -> int | None:
+    """How many validation examples the pass after training scores: `validation_examples`, or as many
+    as the test evaluation where it is unset; None: the whole split."""
+    return settings.eval_examples if settings.validation_examples is None else settings.validation_examples
+
+
+def _validation_note(s: Session) -> str | None:
+    """Why the cell records no validation accuracy, or None."""
+    size = validation_size(s.settings)
+    if size == 0:
+        return ("validation off (validation_examples = 0)" if s.settings.validation_examples == 0 else
+                "validation off (validation_examples unset follows eval_examples = 0)")
+    if s.meaningless_accuracy:
+        return f"random weights: accuracy on {s.plan.task.name} would mean nothing"
+    if not s.plan.task.validation:
+        return f"the task {s.plan.task.name} has no validation split"
+    return None
+
+
+def validate_after(s: Session) -> None:
+    """Accuracy on the first `validation_size` validation examples, outside every memory interval
+    (the test evaluation's peaks are read before it), or a note saying why there is none."""
+    rec = s.rec
+    note = _validation_note(s)
+    if note:
+        rec.quality.set(validation_examples=0, validation_note=note)
+        return
+    size = validation_size(s.settings)
+    examples = s.plan.task.validation if size is None else s.plan.task.validation_subset(size)
+    with s.memory.excluded():
+        result = evaluate(s.model, s.built.batcher, examples, s.settings.eval_batch_size, s.device, s.autocast,
+                          s.settings.max_new_tokens, s.plan.method.generate)
+    rec.quality.set(validation_accuracy=result["accuracy"], validation_examples=result["eval_examples"])
+    rec.time.set(validation_eval_s=result["eval_s"])

@@ -1,7 +1,8 @@
 """The scenario of a method that trains: accuracy (and general-text loss) before, the timed training
 steps through the one loop, the memory peak and its breakdown, FLOPs of one extra step, then
-accuracy (and general-text loss) after. It fills the record's typed blocks as it goes, so a cell
-that fails keeps what was measured before the failure.
+accuracy (and general-text loss) after on the test split, and accuracy on the validation split (what
+the report chooses on), each evaluation outside the timed steps and the training peak. It fills the
+record's typed blocks as it goes, so a cell that fails keeps what was measured before the failure.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from bench.measure.accuracy import evaluate
 from bench.measure.breakdown import PeakWatch, breakdown, gradient_bytes
 from bench.measure.energy import EnergyMeter, Span
 from bench.measure.timing import StepTimer, summarize
-from bench.scenarios.evaluation import evaluate_after, no_quality
+from bench.scenarios.evaluation import evaluate_after, no_quality, validate_after
 from bench.scenarios.forgetting import Forgetting
 from bench.scenarios.session import Session
 from bench.scenarios.target import TargetProbe, not_applicable
@@ -66,6 +67,7 @@ def run(s: Session, loop: LoopState) -> None:
         if rec.quality.eval_examples and meter.counter:  # an evaluation ran
             span = meter.end()
             rec.energy.set(eval_j=span.joules, eval_mean_w=span.mean_w)
+        validate_after(s)  # what the report chooses on; after the test evaluation's figures, out of its energy
     finally:
         restore()  # idempotent: also when training failed
         rec.energy.set(**meter.describe())  # again: a counter that stopped ticking was read at once since
