@@ -1,6 +1,8 @@
 """In-context learning: no parameter changes; k labelled train examples go in front of every
 evaluation prompt, and the label words are scored after it, or the answer generated after it on a
-generative task, where each demonstration carries its worked solution (causal LMs only)."""
+generative task, where each demonstration carries its worked solution (causal LMs only). The
+demonstrations go in whole: the batcher keeps the first of them that fit seq_len beside the longest
+query (bench/catalog/batches.py), and the record says how many (`quality.shots_used`)."""
 from __future__ import annotations
 
 import random
@@ -15,7 +17,7 @@ from bench.registry import register_method
 
 @dataclass(frozen=True)
 class IclOptions:
-    shots: int = 4  # demonstrations per prompt; 0 is zero-shot
+    shots: int = 4  # demonstrations per prompt, at most (as many as fit seq_len whole); 0 is zero-shot
 
     def __post_init__(self) -> None:
         require(self.shots >= 0, "shots", self.shots, "must be >= 0 (0: zero-shot)")

@@ -57,8 +57,9 @@ def problem(rng: random.Random, steps: int, max_number: int) -> Example:
 @dataclass(frozen=True)
 class ArithOptions:
     """Arithmetic word problems from a seed: `steps` operations (+, -, x) on numbers up to
-    `max_number`. Test, then validation, then train are drawn from one generator; no problem text
-    appears in two splits, and the test split does not depend on train_size."""
+    `max_number`. Test, then validation, then train are drawn from one generator; no worked solution
+    (and so no problem text) appears in two splits, texts are distinct within a split, and the test
+    split does not depend on train_size (nor the validation split)."""
 
     steps: int = 2
     max_number: int = 20
@@ -75,25 +76,30 @@ class ArithOptions:
 
     def load(self) -> Task:
         rng = random.Random(self.seed)
-        seen: set[str] = set()
+        taken: set[str] = set()  # the worked solutions of the splits drawn so far
 
-        def draw(n: int) -> list[Example]:
+        def draw(n: int, split: str) -> list[Example]:
+            # a problem whose worked solution an earlier split holds is the same problem under another
+            # name or item (a model trained on it has seen the test's answer): never in two splits
             out: list[Example] = []
+            texts: set[str] = set()
             tries = 0
             while len(out) < n:
                 tries += 1
                 if tries > 50 * n + 1000:
-                    raise ValueError(f"arith: fewer than {n} distinct problems with steps = {self.steps}, "
-                                     f"max_number = {self.max_number}; raise max_number or steps")
+                    raise ValueError(f"arith: fewer than {n} {split} problems with steps = {self.steps}, max_number = "
+                                     f"{self.max_number} whose worked solution is in no earlier split; raise "
+                                     "max_number or steps, or lower the split sizes")
                 ex = problem(rng, self.steps, self.max_number)
-                if ex.text not in seen:
-                    seen.add(ex.text)
+                if ex.target not in taken and ex.text not in texts:
+                    texts.add(ex.text)
                     out.append(ex)
+            taken.update(ex.target for ex in out)
             return out
 
-        test = draw(self.test_size)
-        validation = draw(self.validation_size)
-        train = draw(self.train_size)
+        test = draw(self.test_size, "test")
+        validation = draw(self.validation_size, "validation")
+        train = draw(self.train_size, "train")
         return make_generative_task("arith", (train, validation, test),
                                     f"generated:seed {self.seed}, steps {self.steps}, max_number {self.max_number}",
                                     INSTRUCTION, PROMPT)

@@ -1,7 +1,8 @@
 """A cell made ready to measure: its device, plan and model, its memory tracker, and the record the
 scenario fills. `open_session` does what every kind of cell does before and after its scenario:
-load and adapt (the tracker's baselines taken first), count the weights, and finally the memory
-model's prediction and the trainable weights' checkpoint size.
+load and adapt (the tracker's baselines taken first), count the weights and the demonstrations
+in-context learning keeps (`quality.shots_used`), and finally the memory model's prediction, the
+trainable weights' checkpoint size and the rows cut to seq_len (`rows`, also for a cell that failed).
 """
 from __future__ import annotations
 
@@ -104,7 +105,12 @@ def open_session(cell: Cell, rec: Record, at: Callable[[str], None]) -> Iterator
         if bits is not None:
             rec.quant.bits_per_param = bits
         session = Session(cell, rec, plan, built, memory, at, parameter_split(model))
-        yield session
+        if built.batcher.shots_asked:
+            rec.quality.shots_used = len(built.batcher.demos)
+        try:
+            yield session
+        finally:  # a cell that fails keeps the count of what it encoded
+            rec.rows.set(**built.batcher.rows_cut())
         here = parallel.world()
         if here is None or here.rank == 0:  # only rank 0's record is kept: the other ranks skip its end-of-cell work
             # after every peak is read: building the meta model must not show in the process' RSS peak

@@ -44,7 +44,7 @@ def test_gpu_matrix_predicts_without_weights_and_matches_the_reference_loop() ->
     # (bench/data/gpu-check/handloop.toml, its source named there)
     for row in handloop.load().rows:
         assert got[row.variant]["peak_bytes"] == pytest.approx(row.torch_peak_mib * 2**20, rel=0.05), row.variant
-    assert got["icl-4shot-256"]["peak_bytes"] is None and got["icl-4shot-256"]["notes"]
+    assert got["icl-0shot-256"]["peak_bytes"] is None and got["icl-0shot-256"]["notes"]
 
 
 def test_an_unsupported_cell_is_refused_before_anything_is_built() -> None:
