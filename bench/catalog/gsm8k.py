@@ -1,7 +1,8 @@
 """`gsm8k`: grade-school math word problems (Cobbe et al., 2021) from the hub, scored by generation:
 exact match on the final number. Training on GSM8K's own train split, or on MetaMathQA (Yu et al.,
-2023), as peft's method comparison does. The dataset id, configuration and revision are in the
-record; offline the cell is `unsupported` with the reason (use `arith` offline)."""
+2023), as peft's method comparison does. The dataset id, configuration and the commit actually
+loaded (the revision asked for resolved, or the cached copy's offline) are in the record; without
+the hub or a cached copy the cell is `unsupported` with the reason (use `arith` offline)."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,7 @@ from bench.errors import UnsupportedError, require
 
 GSM8K = ("openai/gsm8k", "main")
 METAMATHQA = "meta-math/MetaMathQA"
+COMMIT = re.compile(r"[0-9a-f]{40}")
 PROMPT = "Question: {text}\nAnswer:"
 INSTRUCTION = "Solve the math word problem step by step and give the final number."
 _CALC = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations
@@ -24,6 +26,21 @@ def gsm8k_example(question: str, solution: str) -> Example:
     answer = final.strip().replace(",", "")
     text = " ".join(_CALC.sub("", work).split())
     return Example(" ".join(question.split()), 0, target=f"{text} The answer is {answer}.", answer=answer)
+
+
+def hub_load(datasets: Any, path: str, name: str | None = None, revision: str | None = None,
+             split: str | None = None) -> tuple[Any, str | None]:
+    """(the dataset, the commit it was loaded at). As `datasets.load_dataset`, through its builder,
+    whose hash is the commit the hub resolved the revision to (offline: the cached copy's commit).
+    A commit asked for that is not the one loaded (a cached copy of another, offline) is an error."""
+    builder = datasets.load_dataset_builder(path, name, revision=revision)
+    builder.download_and_prepare()
+    commit = getattr(builder, "hash", None)
+    commit = commit if isinstance(commit, str) and COMMIT.fullmatch(commit) else None
+    if revision is not None and COMMIT.fullmatch(revision) and commit != revision:
+        raise UnsupportedError(f"{path}: revision {revision} was asked for, but the copy loaded is at "
+                               f"{commit or 'an unknown commit'} (offline, a cached copy of another revision)")
+    return builder.as_dataset(split=split), commit
 
 
 def metamath_example(query: str, response: str) -> Example | None:
@@ -46,7 +63,7 @@ class Gsm8kOptions:
     train: Literal["gsm8k", "metamathqa"] = "gsm8k"
     train_size: int | None = None  # None: all of GSM8K's train split; MetaMathQA: 20,000
     validation_size: int = 200
-    revision: str | None = None  # the hub revision (a commit or tag); None: the newest, recorded as "newest"
+    revision: str | None = None  # the hub revision (a commit, tag or branch); None: the default branch
 
     def __post_init__(self) -> None:
         require(self.train_size is None or self.train_size > 0, "train_size", self.train_size, "must be > 0")
@@ -59,8 +76,11 @@ class Gsm8kOptions:
             raise UnsupportedError("gsm8k needs the 'datasets' package and the hub: pip install '.[hub]'; "
                                    "offline, use the task 'arith'") from None
         try:
-            ds = datasets.load_dataset(*GSM8K, revision=self.revision)
-            extra: Any = datasets.load_dataset(METAMATHQA, split="train") if self.train == "metamathqa" else None
+            ds, commit = hub_load(datasets, *GSM8K, revision=self.revision)
+            extra, extra_commit = (hub_load(datasets, METAMATHQA, split="train") if self.train == "metamathqa"
+                                   else (None, None))
+        except UnsupportedError:
+            raise
         except Exception as exc:  # noqa: BLE001 - offline, or the hub unreachable: a reason, not a crash
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             raise UnsupportedError(f"gsm8k: the hub dataset {GSM8K[0]!r} could not be loaded ({first}); "
@@ -79,7 +99,9 @@ class Gsm8kOptions:
         elif self.train_size:
             train = train[:self.train_size]
         test = [gsm8k_example(r["question"], r["answer"]) for r in ds["test"]]
-        revision = getattr(getattr(ds["test"], "info", None), "version", None)
+        version = getattr(getattr(ds["test"], "info", None), "version", None)
         return make_generative_task("gsm8k", (train, validation, test), f"hub:{GSM8K[0]}/{GSM8K[1]}", INSTRUCTION,
-                                    PROMPT, hub_revision=self.revision or "newest", hub_version=str(revision),
-                                    train_source=METAMATHQA if extra is not None else f"{GSM8K[0]} train")
+                                    PROMPT, hub_revision=commit, hub_revision_requested=self.revision,
+                                    hub_version=str(version),
+                                    train_source=METAMATHQA if extra is not None else f"{GSM8K[0]} train",
+                                    train_revision=extra_commit)

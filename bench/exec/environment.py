@@ -1,6 +1,6 @@
-"""The environment of a run, for env.json: versions, hardware, git state, command line; and whether
-the Hugging Face hub is reachable (`python -m bench.exec.environment --hub-reachable`, which
-run_all.sh asks before going offline)."""
+"""The environment of a run, for env.json: versions, hardware, git state, command line (what of it
+every record carries: `provenance`); and whether the Hugging Face hub is reachable
+(`python -m bench.exec.environment --hub-reachable`, which run_all.sh asks before going offline)."""
 from __future__ import annotations
 
 import os
@@ -54,15 +54,22 @@ def hardware() -> dict[str, Any]:
             p = torch.cuda.get_device_properties(i)
             info["gpus"].append({"index": i, "name": p.name, "total_memory_bytes": p.total_memory,
                                  "capability": f"{p.major}.{p.minor}"})
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
-        except Exception as exc:  # noqa: BLE001 - the driver version is nice to have
-            info["driver"] = None
-            info["nvml_error"] = str(exc)
+        info["driver"], error = driver_version()
+        if error:
+            info["nvml_error"] = error
     return info
+
+
+def driver_version() -> tuple[str | None, str | None]:
+    """(the NVIDIA driver's version, None), or (None, why NVML could not say). Torch-free; a few ms
+    where NVML is already loaded, as in a CUDA cell."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return str(pynvml.nvmlSystemGetDriverVersion()), None
+    except Exception as exc:  # noqa: BLE001 - the driver version is nice to have
+        return None, str(exc) or type(exc).__name__
 
 
 COMMIT_ENV = "BENCH_GIT_COMMIT"  # the commit of a copied tree without .git (a lent GPU machine's copy)
@@ -83,6 +90,15 @@ def collect(argv: list[str]) -> dict[str, Any]:
                 **({"commit_from": COMMIT_ENV} if given else {})},
         **hardware(),
     }
+
+
+def provenance(env: dict[str, Any]) -> dict[str, Any]:
+    """The record's `provenance` block from the run's env.json (collected once per run, so no cell
+    pays for it): packages, python, platform, git commit and dirty flag, the invocation's start."""
+    git = env.get("git") or {}
+    return {"packages": env.get("packages"), "python": env.get("python"), "platform": env.get("platform"),
+            "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "git_commit_from": git.get("commit_from"),
+            "run_started_at": env.get("started_at")}
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:

@@ -1,5 +1,7 @@
 """Runs a matrix: one process per cell (through a launcher), a timeout per cell, a record per cell,
 resume. A failing, hanging or crashing cell is recorded with its status and reason; the matrix goes on.
+What is decided once per run is decided here, before any cell runs, and written to env.json: the
+forgetting text (handed to every cell), and what produced the records (stamped on each).
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ from typing import Any, Callable, Protocol
 
 from bench.config import Matrix
 from bench.errors import BenchError
-from bench.exec import gpucheck
+from bench.exec import environment, gpucheck
 from bench.exec.launchers import CellLauncher
 from bench.exec.lock import RunLock
 from bench.results import store
 from bench.results.record import Record
+from bench.scenarios import forgetting
 from bench.spec import RECIPE_DEFAULTS, Cell
 
 
@@ -94,8 +97,13 @@ def _run_locked(matrix: Matrix, cells: list[Cell], run_dir: Path, force: bool, e
         done = {r.cell_id for r in store.read_records(path) if r.ok}
     previous = store.read_env(run_dir)
     env["slots"] = slots
-    env["invocations"] = [*previous.get("invocations", []), {"command": env["command"], "started_at": env["started_at"]}]
+    text = forgetting.choose_text(run_dir)
+    env["general_text"] = text.to_json()
+    env["invocations"] = [*previous.get("invocations", []), {"command": env["command"], "started_at": env["started_at"],
+                                                             "general_text": text.source}]
     store.write_env(run_dir, env)
+    run_env = {forgetting.CHOICE_ENV: json.dumps(text.to_json())}  # every cell, whatever its slot
+    provenance = environment.provenance(env)
     summary = Summary(run_dir, by_status={})
     todo = [c for c in cells if c.cell_id not in done]
     summary.skipped = len(cells) - len(todo)
@@ -109,9 +117,10 @@ def _run_locked(matrix: Matrix, cells: list[Cell], run_dir: Path, force: bool, e
         slot = free.get()
         try:
             t0 = time.perf_counter()
-            rec = launcher.run(cell, run_dir, matrix.name, slots[slot])
+            rec = launcher.run(cell, run_dir, matrix.name, {**slots[slot], **run_env})
             rec.duration_s = time.perf_counter() - t0
             rec.slot.set(index=slot, of=len(slots), env=slots[slot])
+            rec.provenance.set(**provenance)
             store.append_record(run_dir, rec)
         finally:
             free.put(slot)

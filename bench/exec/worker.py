@@ -124,10 +124,23 @@ def run_cell(cell: Cell, matrix: str = "") -> Record:
     except Exception as exc:  # noqa: BLE001 - any failure is a result, not a crash
         _failed(rec, phase)
         rec.status, rec.error = "error", f"{type(exc).__name__} {phase.where()}: {exc}"
+    if rec.device.kind == "cuda":
+        device_driver(rec)
     spawned = os.environ.get(SPAWNED_AT_ENV)
     rec.time.set(**phase.setup(float(spawned) if spawned else None))
     rec.finished_at = now()
     return rec
+
+
+def device_driver(rec: Record) -> None:
+    """The GPU's driver and torch's CUDA version, read here: the cell's process is on the cell's
+    machine (a cluster job's node is not the runner's); the rest of what produced the record the
+    runner adds from env.json (`provenance`)."""
+    import torch
+
+    from bench.exec.environment import driver_version
+
+    rec.device.set(driver=driver_version()[0], cuda=torch.version.cuda)
 
 
 def _failed(rec: Record, phase: Phase) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,26 @@ def test_a_copy_without_git_takes_its_commit_from_the_environment(monkeypatch: p
     assert environment.collect(["bench"])["git"] == {"commit": "abc123", "dirty": None, "commit_from": "BENCH_GIT_COMMIT"}
     monkeypatch.delenv(environment.COMMIT_ENV)
     assert environment.collect(["bench"])["git"] == {"commit": None, "dirty": None}
+
+
+def test_the_driver_comes_from_nvml_or_says_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: None  # type: ignore[attr-defined]
+    fake.nvmlSystemGetDriverVersion = lambda: "550.54.15"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert environment.driver_version() == ("550.54.15", None)
+
+    def no_driver() -> None:
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    fake.nvmlInit = no_driver  # type: ignore[attr-defined]
+    assert environment.driver_version() == (None, "NVML Shared Library Not Found")
+
+
+def test_provenance_is_what_env_json_says_produced_the_run() -> None:
+    env = environment.collect(["bench", "run", "smoke"])
+    prov = environment.provenance(env)
+    assert prov["packages"] == env["packages"] and prov["python"] == env["python"]
+    assert (prov["git_commit"], prov["git_dirty"]) == (env["git"]["commit"], env["git"]["dirty"])
+    assert prov["run_started_at"] == env["started_at"] and prov["platform"] == env["platform"]
+    assert environment.provenance({})["packages"] is None  # an older env.json: what it lacks is unknown

@@ -3,7 +3,9 @@ through the launcher's target (tests/exec/faults.py): real processes that fail, 
 train and fail in a step; the cells they do not pick run as the worker runs them."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +16,11 @@ from bench.exec.launchers import CellLauncher
 from bench.exec.worker import base_record
 from bench.results import store
 from bench.results.record import Record
+from bench.scenarios import forgetting
 from tests.exec.faults import CHILD_SUFFIX, EXIT_CODE, Fault, alive, live_processes_in_group
 from tests.helpers import FULL_AND_LORA, tiny_matrix
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def run(tmp_path: Path, launcher: runner.Launcher | None = None, timeout: float = 300, force: bool = False,
@@ -49,6 +54,8 @@ def test_error_is_recorded_and_the_next_cell_runs_then_rerun_resumes(tmp_path: P
     assert recs[2].cell_id == recs[0].cell_id
     env = store.read_env(tmp_path / "run")
     assert [i["command"] for i in env["invocations"]] == ["test", "test"]  # every invocation is kept
+    text = env["general_text"]["source"]  # chosen by the runner, used by every cell's process
+    assert text and all(r.quality.general_text == text for r in recs) and env["invocations"][-1]["general_text"] == text
     summary, _ = run(tmp_path, force=True)
     assert summary.ran == 2
 
@@ -105,9 +112,52 @@ def test_concurrent_slots_append_every_record(tmp_path: Path) -> None:
     recs = store.read_records(tmp_path / "run")
     assert summary.ran == 3 and summary.by_status == {"ok": 3}
     assert sorted(r.cell_id for r in recs) == sorted(c.cell_id for c in matrix.cells)
-    assert all(r.extra["seen_env"] in slots and r.slot.of == 2 for r in recs)
+    seen = [dict(r.extra["seen_env"]) for r in recs]
+    choices = [json.loads(s.pop(forgetting.CHOICE_ENV)) for s in seen]  # the run's text, whatever the slot
+    assert all(s in slots and r.slot.of == 2 for s, r in zip(seen, recs))
     assert all(r.slot.env == slots[r.slot.index] for r in recs)  # the slot a cell ran in is the env it saw
-    assert store.read_env(tmp_path / "run")["slots"] == slots
+    env = store.read_env(tmp_path / "run")
+    assert env["slots"] == slots and all(c == env["general_text"] for c in choices)
+
+
+def test_every_record_says_what_produced_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stamped by the runner from env.json (collected once): a record read alone can be attributed."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(forgetting.TEXT_ENV, raising=False)
+    (tmp_path / "m.toml").write_text(tiny_matrix())
+    matrix = load_matrix(str(tmp_path / "m.toml"))
+    env = {"command": "t", "started_at": "2024-05-01T00:00:00+00:00", "python": "3.11.9", "platform": "Linux-x",
+           "packages": {"torch": "2.4.0", "peft": None}, "git": {"commit": "abc123", "dirty": True}}
+
+    class Bare:
+        def run(self, cell, run_dir, name, slot_env) -> Record:
+            rec = base_record(cell, name)
+            rec.status = "timeout"  # a record the cell never wrote is attributed too
+            return rec
+
+    runner.run_matrix(matrix, matrix.cells, tmp_path / "run", False, env, launcher=Bare())
+    recs = store.read_records(tmp_path / "run")
+    assert len(recs) == 2 and all(r.provenance.to_json() == {
+        "packages": {"torch": "2.4.0", "peft": None}, "python": "3.11.9", "platform": "Linux-x", "git_commit": "abc123",
+        "git_dirty": True, "git_commit_from": None, "run_started_at": "2024-05-01T00:00:00+00:00"} for r in recs)
+    assert store.read_env(tmp_path / "run")["general_text"]["fallback_reason"].startswith("wikitext-2 not used")
+
+
+def _set(value: Any) -> Any:
+    """A record's JSON without its nulls: what it says."""
+    if isinstance(value, dict):
+        return {k: _set(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def test_records_from_before_provenance_read_as_they_were() -> None:
+    line = json.loads((FIXTURES / "cpu_run" / "results.jsonl").read_text().splitlines()[0])
+    old = {k: v for k, v in line.items() if k != "provenance"}  # as a version before it wrote it
+    old["device"] = {"kind": line["device"]["kind"], "name": line["device"]["name"]}
+    rec = Record.from_json(old)
+    assert rec.ok and rec.provenance.empty and rec.device.driver is None and rec.device.kind == old["device"]["kind"]
+    out = rec.to_json()
+    assert out["provenance"] is None and _set(out) == _set(old)  # written back as it came
 
 
 def test_plan_lines_name_every_cell_and_its_settings() -> None:

@@ -113,3 +113,20 @@ def test_write_json_is_whole_or_absent(tmp_path: Path) -> None:
     worker.write_json(str(out), {"status": "ok", "path": tmp_path})  # default=str for odd values
     assert json.loads(out.read_text()) == {"status": "ok", "path": str(tmp_path)}
     assert not (tmp_path / "result.json.tmp").exists()
+
+
+@pytest.mark.parametrize("kind, driver", [("cuda", "550.54.15"), ("cpu", None)])
+def test_a_cuda_cell_reads_its_own_driver(kind: str, driver: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cell's process is on the cell's machine (a cluster node is not the runner's): it names
+    the driver, failed or not; a CPU cell has none."""
+    from bench.exec import environment
+
+    def execute(cell: Any, rec: Record, phase: Phase) -> None:
+        rec.device.set(kind=kind, name="a device")
+        raise RuntimeError("after the device was picked")
+
+    monkeypatch.setattr(worker, "execute", execute)
+    monkeypatch.setattr(environment, "driver_version", lambda: ("550.54.15", None))
+    rec = run_cell(cell("lora"))
+    assert rec.status == "error" and rec.device.driver == driver
+    assert rec.device.cuda == (torch.version.cuda if kind == "cuda" else None)

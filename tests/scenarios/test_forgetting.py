@@ -1,8 +1,10 @@
 """Forgetting: general-text loss before and after training from a local file; null with a note
-when there is no text, never a failed cell."""
+when there is no text. The run's text is chosen once (`choose_text`); a cell that cannot read the
+text its run chose fails rather than score another."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import warnings
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from bench.errors import BenchError
 from bench.exec.worker import run_cell
 from bench.results.record import Quality
 from bench.scenarios import forgetting
@@ -126,3 +129,54 @@ def test_a_failing_measurement_is_a_note(text_file: Path) -> None:
               contextlib.nullcontext)
     assert q.forgetting_note == "general-text loss failed after training (RuntimeError: no room)"
     assert (q.general_loss_before, q.general_loss_after, q.forgetting) == (None, None, None)
+
+
+# ---- the run's choice: made once by the runner, used by every cell -------------------------------
+
+def test_the_run_chooses_the_file_given_and_cells_read_that_very_text(text_file: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    choice = forgetting.choose_text(tmp_path)
+    assert choice == forgetting.TextChoice(f"file:{text_file}", forgetting._sha256(TEXT), str(text_file), None)
+    monkeypatch.setenv(forgetting.CHOICE_ENV, json.dumps(choice.to_json()))
+    monkeypatch.setenv(forgetting.TEXT_ENV, str(tmp_path / "another.txt"))  # a cell's own setting is not asked
+    q = Quality()
+    assert forgetting.Forgetting(q, "causal", True, False, cell("lora").settings).text == TEXT
+    assert q.general_text == f"file:{text_file}"
+    text_file.write_text(TEXT + "more", encoding="utf-8")  # changed after the run chose it
+    with pytest.raises(BenchError, match="changed since the run chose it"):
+        forgetting.Forgetting(Quality(), "causal", True, False, cell("lora").settings)
+
+
+def test_offline_the_run_falls_back_to_the_shipped_text_and_says_why(offline: None, tmp_path: Path) -> None:
+    choice = forgetting.choose_text(tmp_path)
+    assert choice.source.startswith("packaged:") and choice.path is None
+    assert choice.fallback_reason == "wikitext-2 not used: the hub is off (HF_HUB_OFFLINE)"
+    assert forgetting.load_chosen(choice) == forgetting.shipped_text()
+
+
+def test_a_hub_text_is_copied_once_and_a_cell_never_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(forgetting.TEXT_ENV, raising=False)
+    monkeypatch.setattr(forgetting, "_wikitext", lambda: (TEXT, "hub:wikitext/wikitext-2-raw-v1/test"))
+    choice = forgetting.choose_text(tmp_path)
+    assert (choice.source, choice.path, choice.fallback_reason) == (
+        "hub:wikitext/wikitext-2-raw-v1/test", str(tmp_path / forgetting.HUB_COPY), None)
+    monkeypatch.setattr(forgetting, "_wikitext", lambda: (None, "huggingface.co is unreachable"))  # the cells' hub
+    assert forgetting.load_chosen(choice) == (TEXT, choice.source)  # read from the run's copy, not the hub
+    (tmp_path / forgetting.HUB_COPY).unlink()
+    with pytest.raises(BenchError, match="hub:wikitext.*cannot be used in this cell.*unreadable"):
+        forgetting.load_chosen(choice)  # not the shipped text in its place
+
+
+def test_a_run_without_text_tells_every_cell_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    choice = forgetting.TextChoice(None, fallback_reason="wikitext-2 not used: x; no general text: y")
+    monkeypatch.setenv(forgetting.CHOICE_ENV, json.dumps(choice.to_json()))
+    q = Quality()
+    assert forgetting.Forgetting(q, "causal", True, False, cell("lora").settings).text is None
+    assert q.forgetting_note == choice.fallback_reason and q.general_text is None
+
+
+def test_an_unreadable_file_given_to_a_run_stops_it_before_any_cell(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(forgetting.TEXT_ENV, str(tmp_path / "missing.txt"))
+    with pytest.raises(BenchError, match="BENCH_GENERAL_TEXT=.*missing.txt.*unreadable"):
+        forgetting.choose_text(tmp_path)
