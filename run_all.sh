@@ -300,12 +300,21 @@ drift_test() {
   exit "$rc"
 }
 
+# The report is rendered whatever the run's exit code (no cell ok, or --strict and one failed: then
+# it is wanted most), and that code is passed on; a run that stopped at bad input (2) has none to render.
 run_matrix() {
-  local matrix="$1" out="reports/runs/$1"
+  local matrix="$1" out="reports/runs/$1" rc
   shift
+  set +e
   "$PY" -m bench run "$matrix" --out "$out" "$@"
-  "$PY" -m bench report "$out"
-  log "report: $ROOT/$out/report/report.md (and report.html, charts, tables in the same folder)"
+  rc=$?
+  set -e
+  if [ -f "$out/results.jsonl" ]; then
+    "$PY" -m bench report "$out"
+    log "report: $ROOT/$out/report/report.md (and report.html, charts, tables in the same folder)"
+  fi
+  [ "$rc" != 1 ] || log "bench run exited 1: no cell ended ok, or --strict and a cell failed (above)"
+  exit "$rc"
 }
 
 # Not before the installs: pip would take the project's egg-info on that path for an installed package.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from bench.cli import verbs
@@ -130,8 +132,10 @@ def test_manual_runs_take_a_ref_and_can_make_the_baseline() -> None:
     assert "inputs.ref" in checkout["with"]["ref"]
     make = next(s for s in _steps() if "bench baseline" in s.get("run", ""))
     compare = next(s for s in _steps() if "bench compare" in s.get("run", ""))
-    assert "MAKE_BASELINE == 'true'" in make["if"] and "MAKE_BASELINE != 'true'" in compare["if"]
-    assert "make_baseline" in _job()["env"]["MAKE_BASELINE"]
+    upload = _upload("reports/baselines/gpu-ci")
+    assert make["if"] == upload["if"] == "steps.mode.outputs.mode == 'baseline'"
+    assert compare["if"] == "steps.mode.outputs.mode == 'compare'"
+    assert "make_baseline" in _job()["env"]["MAKE_BASELINE"] and "inputs.ref" in _job()["env"]["TESTED_REF"]
 
 
 def test_the_token_reads_only_and_no_step_sees_a_secret() -> None:
@@ -149,11 +153,49 @@ def test_actions_are_pinned_to_commits() -> None:
         assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", use), f"{use} is not pinned to a commit"
 
 
-def test_a_missing_baseline_is_explained_not_a_bare_failure() -> None:
-    compare = next(s for s in _steps() if "bench compare" in s.get("run", ""))
-    script = compare["run"]
-    assert "reports/baselines/gpu-ci/results.jsonl" in script and "make_baseline" in script
-    assert script.index("results.jsonl") < script.index("python -m bench compare")  # checked before comparing
+def test_the_matrix_runs_strict() -> None:
+    assert "--strict" in _one("run")  # an error, oom or timeout cell fails the job
+
+
+def _mode(tmp_path: Path, baseline: bool, ref: str, asked: str = "false", tested: str = "") -> tuple[str, str]:
+    """The mode step's script run by bash as the runner would (cwd the checkout): its `mode` output
+    and the job summary it writes."""
+    (step,) = [s for s in _steps() if s.get("id") == "mode"]
+    assert step["shell"] == "bash" and _steps().index(step) == 1  # right after checkout: the summary's first line
+    if baseline:
+        (tmp_path / "reports/baselines/gpu-ci").mkdir(parents=True)
+        (tmp_path / "reports/baselines/gpu-ci/results.jsonl").write_text("{}\n")
+    out, summary = tmp_path / "output", tmp_path / "summary"
+    env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary),
+           "GITHUB_REF": ref, "MAKE_BASELINE": asked, "TESTED_REF": tested}
+    subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    (mode,) = re.findall(r"^mode=(\w+)$", out.read_text(), re.MULTILINE)
+    return mode, summary.read_text() if summary.exists() else ""
+
+
+def test_a_committed_baseline_is_compared_with_nothing_said_first(tmp_path: Path) -> None:
+    assert _mode(tmp_path, True, "refs/heads/main") == ("compare", "")
+
+
+def test_main_without_a_baseline_makes_one_and_says_so_first(tmp_path: Path) -> None:
+    mode, summary = _mode(tmp_path, False, "refs/heads/main")
+    first = summary.splitlines()[0]
+    assert mode == "baseline"
+    assert first.startswith("Nothing was compared: no baseline is committed at reports/baselines/gpu-ci")
+    assert "commit it as reports/baselines/gpu-ci/" in first and "gpu-ci-baseline artifact" in first
+
+
+def test_a_baseline_asked_for_is_made_even_where_one_is_committed(tmp_path: Path) -> None:
+    mode, summary = _mode(tmp_path, True, "refs/heads/dev", asked="true")
+    assert mode == "baseline" and summary.startswith("Nothing was compared: this run makes the baseline")
+
+
+@pytest.mark.parametrize("ref, tested", [("refs/pull/7/merge", ""), ("refs/heads/main", "refs/pull/7/head")])
+def test_another_ref_without_a_baseline_makes_none_and_says_how_to(tmp_path: Path, ref: str, tested: str) -> None:
+    mode, summary = _mode(tmp_path, False, ref, tested=tested)
+    assert mode == "none"
+    assert summary.startswith("Nothing was compared: no baseline is committed") and "make_baseline = true" in summary
 
 
 def test_every_run_all_mode_the_workflow_uses_exists() -> None:

@@ -5,10 +5,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.cli.args import positive_int, select_cells, slots
 from bench.errors import BenchError
 from bench.results.record import Record
+
+if TYPE_CHECKING:
+    from bench.exec.runner import Summary
 
 
 def _fmt_record(rec: Record) -> str:
@@ -62,6 +66,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted((summary.by_status or {}).items())) or "nothing"
     print(f"done: ran {summary.ran} ({counts}); skipped {summary.skipped} already ok. "
           f"Results: {run_dir / 'results.jsonl'}; report: python -m bench report {run_dir}")
+    return _exit_code(summary, args.strict)
+
+
+# A cell that ended so did not give its answer; `unsupported` is one (the combination cannot run here).
+FAILED = ("error", "oom", "timeout")
+
+
+def _exit_code(summary: Summary, strict: bool) -> int:
+    """1 when no cell is `ok` (skipped cells were already), or with --strict when any cell failed; else 0."""
+    by_status = summary.by_status or {}
+    if not by_status.get("ok", 0) + summary.skipped:
+        print("failed: no cell ended ok (exit 1)", file=sys.stderr)
+        return 1
+    failed = {s: by_status[s] for s in FAILED if by_status.get(s)}
+    if strict and failed:
+        said = ", ".join(f"{n} {s}" for s, n in failed.items())
+        print(f"failed: --strict and {said} (exit 1)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -126,6 +148,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="glob over cell names (model/variant/task/bBxS/seedN) or variant names; "
                         "repeat it to run the cells matching any of them")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; load nothing")
+    r.add_argument("--strict", action="store_true",
+                   help="exit 1 if any cell ends error, oom or timeout (without it: only if no cell ends ok)")
     r.add_argument("--gpus", help="'all' or indices like 0,1: one worker per GPU, cells spread across them")
     r.add_argument("--allow-busy-gpu", action="store_true",
                    help="run even if other processes hold GPU memory (recorded in env.json)")

@@ -73,3 +73,16 @@ def test_importing_report_and_results_loads_no_torch() -> None:
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported: {out.stdout.strip()}"
+
+
+def test_the_gpu_check_runs_cells_through_the_runner_not_bench_run() -> None:
+    """`bench run`'s exit code (no cell ok, --strict) must never stop the GPU check's stages: they call
+    bench.exec.runner themselves, and nothing of the check reaches `bench run`, imported or spawned."""
+    g = source.graph()
+    lease = [m for m in source.modules() if _under(m, ("bench.tools.lease",))]
+    assert any("bench.exec.runner" in g[m] for m in lease)
+    for start in [*lease, "bench.cli.lease"]:
+        chain = source.path_within(g, start, "bench.cli.run", set(source.modules()))
+        assert not chain, " -> ".join(chain)
+        text = source.modules()[start].read_text(encoding="utf-8")
+        assert '"bench", "run"' not in text and "bench run " not in text.replace("`bench run`", ""), start
