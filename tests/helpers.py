@@ -122,3 +122,53 @@ def tiny_config(model: str) -> Any:
     from bench.catalog import models
 
     return models.load_config(ModelSpec(model))
+
+
+class FakeClock:
+    """One clock for a cell's energy meter, its counter (joules = watts x this clock) and the
+    training's wall time (`fake_clock` installs it): it moves only by `step_s` per training step
+    and `eval_s` per evaluation, so every reading of it is exact and none depends on the machine."""
+
+    def __init__(self, step_s: float, eval_s: float, watts: float) -> None:
+        self.now, self.step_s, self.eval_s, self.watts = 0.0, step_s, eval_s, watts
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:  # the meter's polling of a coarse counter
+        self.now += seconds
+
+
+def fake_clock(monkeypatch: Any, step_s: float = 0.25, eval_s: float = 1.0, watts: float = 10.0) -> FakeClock:
+    """Run cells in this process on one FakeClock: every energy meter reads it, with a counter of
+    `watts` on it; the training's wall time reads it; each training step (warm-up included) and each
+    evaluation after loading (the test split's, the validation split's, the time-to-target probe's)
+    advances it."""
+    from bench import loop
+    from bench.measure import energy
+    from bench.scenarios import evaluation, target, training
+
+    clock = FakeClock(step_s, eval_s, watts)
+
+    class Watts(energy.Counter):
+        source, scope = "fake", "the test's"
+
+        def joules(self) -> float:
+            return clock.watts * clock()
+
+    def meter(cls: type, device: Any) -> Any:
+        return cls(device, Watts(), None, clock=clock, sleep=clock.sleep)
+
+    def advancing(real: Any, seconds: float) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            clock.now += seconds
+            return out
+        return call
+
+    monkeypatch.setattr(energy.EnergyMeter, "open", classmethod(meter))
+    monkeypatch.setattr(loop.Step, "__call__", advancing(loop.Step.__call__, step_s))
+    for module in (evaluation, target):
+        monkeypatch.setattr(module, "evaluate", advancing(module.evaluate, eval_s))
+    monkeypatch.setattr(training, "_clock", lambda device: clock())
+    return clock

@@ -4,8 +4,6 @@ model; no CUDA needed)."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from typing import Any
 
 import pytest
 import torch
@@ -16,13 +14,6 @@ from tests.helpers import TINY
 
 BIG, SMALL = torch.empty(151936, 896, device="meta"), torch.empty(896, device="meta")
 TINY_ONLY = [torch.empty(320, 64, device="meta"), torch.empty(64, device="meta")]  # largest: 20,480
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bitsandbytes' CPU paged fallback
-        yield
 
 
 def test_state_in_managed_memory_is_named_with_its_bytes() -> None:

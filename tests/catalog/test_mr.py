@@ -117,7 +117,7 @@ def test_bad_mr_options_name_the_field(options: dict, message: str) -> None:
 def test_mr_hub_offline_is_unsupported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _offline(monkeypatch)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    datasets = pytest.importorskip("datasets")  # an optional dependency (the `hub` extra)
+    import datasets  # in the lock (the `hub` extra); imported here, so collection needs no datasets
     # the variables are read when datasets is imported: set them again in case it already was
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")

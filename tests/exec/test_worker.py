@@ -5,7 +5,6 @@ same inside a spawned cell process for the runner's tests."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,6 @@ from bench.exec import worker
 from bench.exec.worker import Phase, run_cell
 from bench.results.record import Record
 from tests.helpers import cell
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _fail_on_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, call: int, exc: Exception) -> None:

@@ -3,7 +3,6 @@ peak table, and the record's arithmetic."""
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any
 
 import pytest
@@ -16,13 +15,6 @@ from bench.measure import flops
 from bench.measure.accuracy import evaluate
 from tests.helpers import built as build_cell
 from tests.helpers import cell, first_batch, tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _count(method: str, options: dict[str, Any] | None = None,

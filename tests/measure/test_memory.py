@@ -37,7 +37,7 @@ def test_cpu_intervals_measure_the_peak_since_the_last_reset() -> None:
         assert out["peak_rss_above_baseline_bytes"] == out["peak_rss_bytes"] - out["rss_baseline_bytes"]
     if tracker.notes:  # /proc/self/clear_refs refused: the peak covers the process's life, as noted
         assert "could not be reset" in tracker.notes[0]
-        return
+        pytest.skip(f"no per-interval peak to check on this kernel: {tracker.notes[0]}")
     assert big["peak_rss_bytes"] - small["peak_rss_bytes"] > 32 * 2**20
 
 
@@ -55,7 +55,7 @@ def test_an_excluded_interval_stays_out_of_the_peak_and_earlier_peaks_are_kept()
             del block
         after = tracker.read()
     if tracker.notes:  # /proc/self/clear_refs refused: the peak covers the process's life, as noted
-        return
+        pytest.skip(f"no per-interval peak to check on this kernel: {tracker.notes[0]}")
     assert 40 * 2**20 < after["peak_rss_above_baseline_bytes"] < 100 * 2**20  # the 48, not the 128
     assert after["peak_rss_above_baseline_bytes"] == after["peak_rss_bytes"] - after["rss_baseline_bytes"]
 

@@ -4,7 +4,6 @@ optimizer's CPU fallback in the record, and option errors that name the field.""
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import pytest
@@ -32,13 +31,6 @@ BITS_CONFIG = dict(model_type="llama", vocab_size=320, hidden_size=768, intermed
 # with double quantization an 8-bit absmax per block plus one fp32 constant per 256 blocks.
 NOMINAL_BITS = {"nf4": 4 + 32 / 64, "fp4": 4 + 32 / 64,
                 "nf4-dq": 4 + 8 / 64 + 32 / (64 * 256), "fp4-dq": 4 + 8 / 64 + 32 / (64 * 256)}
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bitsandbytes' CPU paged fallback, transformers deprecations
-        yield
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@ timed function is one step of the harness's own loop (`bench.loop.train` on one 
 instruments a cell trains with), or one evaluation batch for a method that does not train.
 
 Under the project's default options (`--benchmark-disable`) every benchmark runs its step once, so
-a broken benchmark fails `./run_all.sh test`; `./run_all.sh perf` times them. No timing is asserted.
+a broken benchmark fails `./run_all.sh test`; `./run_all.sh perf` times them. No timing is asserted;
+what the timed calls did is: every training step took a finite loss, was timed and moved the trainable
+parameters; every evaluation batch scored its examples.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class StepCase:
     step: Callable[[], None]
     measures: str  # "train_step" or "eval_batch"
     rows: int  # sequences per step (an evaluation batch scores every label of each example)
+    check: Callable[[int], None]  # after `n` calls of `step`: what they did (asserts)
 
     @property
     def trainable_params(self) -> int:
@@ -83,12 +86,24 @@ def _train_step(b: build.Built, stack: ExitStack) -> StepCase:
     watch = PeakWatch(device) if memory.cuda else NoWatch()
 
     one = Step(b.model, opt, b.trainable, s)
+    before = [p.detach().clone() for p in b.trainable]
+    losses: list[float] = []
 
     def step() -> None:
-        train(one, [batch], LoopState(), Instruments(timer, watch))
+        state = LoopState()
+        train(one, [batch], state, Instruments(timer, watch))
         _sync(device)
+        losses.append(float(state.losses[0]))  # after the sync: outside what a CUDA step times
 
-    return StepCase(b, step, "train_step", s.batch_size)
+    def check(calls: int) -> None:
+        assert len(losses) == len(timer.step_s()) == calls >= 1  # one timed step per call
+        assert all(torch.isfinite(torch.tensor(losses))), losses
+        # not every tensor: LoRA's A and an adapter's down projection get no gradient while the
+        # zero-initialised half after them is still zero
+        assert any(not torch.equal(p.detach(), q) for p, q in zip(b.trainable, before)), \
+            "the optimizer changed no trainable parameter"
+
+    return StepCase(b, step, "train_step", s.batch_size, check)
 
 
 def _eval_batch(b: build.Built) -> StepCase:
@@ -97,12 +112,19 @@ def _eval_batch(b: build.Built) -> StepCase:
     # evaluate() puts batch_size // labels examples in a chunk (every label scored per example):
     # exactly that many examples is one forward pass of batch_size rows.
     examples = task.test_subset(max(1, s.batch_size // labels))
+    scored: list[dict[str, Any]] = []
 
     def step() -> None:
-        evaluate(b.model, b.batcher, examples, s.batch_size, device)
+        scored.append(evaluate(b.model, b.batcher, examples, s.batch_size, device))
         _sync(device)
 
-    return StepCase(b, step, "eval_batch", len(examples) * labels)
+    def check(calls: int) -> None:
+        assert len(scored) == calls >= 1
+        for out in scored:
+            assert out["eval_examples"] == len(examples) and 0 <= out["accuracy"] <= 1
+            assert out["eval_loss"] > 0 and out["eval_loss"] == pytest.approx(scored[0]["eval_loss"], rel=1e-3)  # the same model
+
+    return StepCase(b, step, "eval_batch", len(examples) * labels, check)
 
 
 def make_case(stack: ExitStack, method: str, model: str, options: dict[str, Any] | None = None,
@@ -124,6 +146,14 @@ def make_case(stack: ExitStack, method: str, model: str, options: dict[str, Any]
 
 
 def run(benchmark: Any, case: StepCase, rounds: int, warmup_rounds: int) -> None:
-    """Time `case.step` (warm-up rounds first: optimizer state and allocator caches fill there)."""
+    """Time `case.step` (warm-up rounds first: optimizer state and allocator caches fill there), then
+    check what the calls did (one call where benchmarks are disabled, as in the test suite)."""
     benchmark.extra_info.update(case.extra_info())
-    benchmark.pedantic(case.step, rounds=rounds, warmup_rounds=warmup_rounds)
+    calls = [0]
+
+    def counted() -> None:
+        calls[0] += 1
+        case.step()
+
+    benchmark.pedantic(counted, rounds=rounds, warmup_rounds=warmup_rounds)
+    case.check(calls[0])

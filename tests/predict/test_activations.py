@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any
 
 import pytest
@@ -15,13 +14,6 @@ from tests.helpers import cell
 
 VOCAB = BUILTIN["tiny-llama"].config["vocab_size"]
 INT64_BYTES = 8
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _saved_bytes(model: torch.nn.Module, batch: dict[str, torch.Tensor], autocast: Any) -> int:

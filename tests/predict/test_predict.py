@@ -2,7 +2,6 @@
 lands near what a hand-written training loop measured on an H200."""
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytest
@@ -13,12 +12,6 @@ from bench.errors import UnsupportedError
 from bench.predict import predict
 from bench.tools.lease import handloop
 from tests.helpers import cell
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _llama_params(config: dict[str, Any]) -> int:

@@ -2,9 +2,6 @@
 quantized and optimizer layouts follow bitsandbytes' and torch's."""
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import pytest
 import torch
 
@@ -13,13 +10,6 @@ from bench.predict.static import optimizer_bytes, quantized_bytes
 from tests.helpers import cell
 
 STATIC = ("parameters_bytes", "gradients_bytes", "optimizer_bytes")
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 @pytest.mark.parametrize("method, options, settings", [

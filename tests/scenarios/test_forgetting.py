@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ TEXT = ("The history of the region begins with small farming villages along the 
 
 
 @pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    forgetting.load_text.cache_clear()
+def _fresh_text() -> Any:
+    yield
+    forgetting.load_text.cache_clear()  # each test chooses its own text
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ the record, no accuracy where it would mean nothing, the memory model's predicti
 cell), and the trainable weights' checkpoint size."""
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytest
@@ -13,13 +12,6 @@ from bench.exec.worker import run_cell
 from bench.scenarios import session
 from tests.catalog.test_mr import MR_SPLIT_SHA256
 from tests.helpers import cell
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def test_every_record_carries_the_task_data_and_random_weights_report_no_accuracy() -> None:

@@ -1,11 +1,11 @@
 """The training scenario's record: accuracy before and after, the loss of every step (warm-up
 included), the timed steps only, the training peak apart from evaluation's, the optimizer's state,
-the validation split's accuracy after training (its own size, its own time); and with evaluation
-off, no accuracy and a note, as where the validation accuracy cannot be had."""
+the validation split's accuracy after training (its own size, its own time); with evaluation off,
+no accuracy and a note, as where the validation accuracy cannot be had; and training that learns:
+full fine-tuning and LoRA take tiny models from chance to 0.9 on the synthetic task."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 import pytest
@@ -14,13 +14,6 @@ from bench.catalog.tasks import load_task
 from bench.exec.worker import run_cell
 from bench.spec import ModelSpec, TaskSpec
 from tests.helpers import cell
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def test_a_training_cell_fills_every_block() -> None:
@@ -43,6 +36,28 @@ def test_a_training_cell_fills_every_block() -> None:
     assert rec.optimizer.paged_active is False
     # the checkpoint holds the trainable weights (fp32) and a header naming them
     assert 4 * rec.params.trainable < rec.checkpoint_bytes < 4 * rec.params.trainable + 64 * 2**10
+
+
+# Measured on seeds 0 to 3 (this test runs seed 0): tiny-llama full 0.945 to 0.965; tiny-bert full
+# 0.975 to 0.99 and LoRA 0.96 to 0.98. LoRA on the tiny Llama stays near chance: its frozen random
+# LM head (weights of std 0.02 on a normalised state) bounds every logit to about +-1.3, so the
+# label words' loss cannot leave ~4.6; the encoder's classification head is trained with LoRA.
+LEARNS = [("tiny-llama", "full", {}, 1e-3, 150), ("tiny-bert", "full", {}, 7e-4, 120),
+          ("tiny-bert", "lora", {}, 3e-3, 200)]
+
+
+@pytest.mark.parametrize("model, method, options, lr, steps", LEARNS, ids=[f"{m}-{x}" for m, x, *_ in LEARNS])
+def test_training_learns_the_synthetic_task(model: str, method: str, options: dict[str, Any], lr: float,
+                                            steps: int) -> None:
+    """From chance to at least 0.9 test accuracy through the harness's own loop: a training step that
+    does nothing (no update, the wrong parameters, the gradients lost) leaves the accuracy near 0.5."""
+    rec = run_cell(cell(method, model, options, steps=steps, warmup_steps=0, lr=lr, batch_size=16, seq_len=64,
+                        eval_examples=200, validation_examples=0))
+    assert rec.status == "ok", rec.error
+    q = rec.quality
+    assert q.accuracy_before < 0.6 and q.eval_examples == 200  # random weights: chance before training
+    assert q.accuracy >= 0.9, (q.accuracy_before, q.accuracy, q.train_loss_first, q.train_loss_last)
+    assert q.train_loss_last < q.train_loss_first
 
 
 def test_evaluation_off_reports_no_accuracy() -> None:
