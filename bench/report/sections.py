@@ -12,6 +12,7 @@ from bench.report.cells import UNITS_NOTE
 from bench.report.charts import Skipped
 from bench.report.data import RunData
 from bench.report.document import Block, Bullets, Code, Document, Figure, Pairs, Section, Terms, Text
+from bench.report.footing import notes as footing_notes
 from bench.report.ladder import ladders
 from bench.report.ladder import table as ladder_table
 from bench.report.sweeps import CHOSEN_ON, points_table, sweeps
@@ -25,7 +26,12 @@ DEFINITIONS = (
     ("Peak memory", "the training steps' peak (warm-up included, evaluation and loading excluded). CUDA: torch's "
                     "peak allocated bytes, plus a paged optimizer's state in CUDA managed memory, which torch does "
                     "not see. CPU: the peak resident set (Linux VmHWM, reset before the first step) above the "
-                    "resident set just before the model loaded, so the interpreter and libraries are not in it. "
+                    "resident set just before the model loaded, so the interpreter and libraries are not in it; "
+                    "'Memory taken under' names glibc's allocator then: 'release' (freed blocks go back to the "
+                    "OS, so the peak follows the live tensors, as the memory model predicts), from a memory pass "
+                    "of a few steps before the timed ones where it says so (the timed steps' own peak, under "
+                    "glibc's defaults, is timed_peak_mem_GiB in results.csv), or 'default' (freed blocks kept on "
+                    "the heap: 30-70% above the live tensors on these cells). "
                     "Tables, charts, the breakdown and predicted-vs-measured all use this one figure."),
     ("Step time", "median of the timed steps (warm-up excluded); IQR and CV over the same steps."),
     ("Throughput", "mean real (non-padding) tokens per timed step divided by the median step time: the same "
@@ -47,8 +53,8 @@ DEFINITIONS = (
                "the tables; train_kJ in the charts. CUDA: NVML's total-energy counter of the whole GPU (power "
                "samples integrated where it has none). CPU: the RAPL package counters, where readable, which "
                "count the whole machine's packages. Otherwise empty, and energy.note in the record says why."),
-    ("Predicted", "the memory model's peak for the same cell (bench predict); 'vs measured' is predicted / "
-                  "measured - 1."),
+    ("Predicted", "the memory model's peak for the same cell (bench predict): the live tensors, so on the CPU "
+                  "it compares with a figure taken under 'release'; 'vs measured' is predicted / measured - 1."),
 )
 VERSION_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes")
 TORN = "The last line of results.jsonl is torn (a writer was stopped mid-line) and was skipped."
@@ -158,6 +164,9 @@ def _summary(data: RunData) -> list[Section]:
         lines.append(f"Of each sweep only the point chosen on {CHOSEN_ON} is listed ({hidden} points not chosen "
                      "are in the Sweeps section only).")
     notes: list[Block] = [Text(" ".join(lines), note=True)] if lines else []
+    unequal = footing_notes(data.seed_groups)
+    if unequal:
+        notes.append(Bullets(unequal, note=True))
     return [Section("Summary (mean ± 95% CI over seeds; best in bold)", [summary_table(data), *notes])]
 
 
@@ -190,7 +199,9 @@ def describe(data: RunData, charts: Sequence[Figure | Skipped]) -> Document:
     if len(data.groups):
         sections.append(Section("Cells", [cells_table(data)]))
     sections += _failures(data)
-    sections.append(Section("Charts", chart_blocks(charts), empty="No charts were asked for."))
+    unequal = footing_notes(data.seed_groups) if any(isinstance(c, Figure) for c in charts) else []
+    sections.append(Section("Charts", [*([Bullets(unequal, note=True)] if unequal else []), *chart_blocks(charts)],
+                            empty="No charts were asked for."))
     env = flatten(data.env)
     sections.append(Section("Environment", [Pairs(env)] if env else [], empty="No env.json in the run folder."))
     return Document(title(data), sections)
