@@ -31,7 +31,7 @@ Strategy = Literal["single", "ddp", "fsdp"]
 RECIPE_DEFAULTS: dict[str, Any] = {"compile": "off", "attn_implementation": None, "loss": "standard",
                                    "padding": "max_length", "activation_offload": False, "loss_chunks": 8,
                                    "target_accuracy": None, "target_every": 25, "target_examples": 200,
-                                   "cpu_allocator": "default", "strategy": "single", "nproc": 1, "nnodes": 1,
+                                   "cpu_allocator": "default", "memory_pass_steps": 0, "strategy": "single", "nproc": 1, "nnodes": 1,
                                    "fsdp_cpu_offload": False, "max_new_tokens": 64,
                                    "general_tokens": 16384, "validation_examples": None}
 
@@ -64,6 +64,11 @@ class Settings:
     # "release" glibc returns every freed block of 128 KiB and up to the OS (mallopt M_MMAP_THRESHOLD),
     # so the peak follows the live tensors as CUDA's peak allocated does, and steps run slower
     cpu_allocator: CpuAllocator = "default"
+    # on the CPU, before the timed steps: this many training steps under "release" (at learning rate
+    # 0, the optimizer and random state put back after them), whose peak is the record's memory figure
+    # (memory.cpu_allocator says so), while the timed steps keep freed blocks as glibc's defaults do:
+    # memory taken as the memory model predicts it, speed at the defaults' settled state; 0: none
+    memory_pass_steps: int = 0
     # one cell over several ranks, launched by torchrun: DistributedDataParallel, or FSDP2 (fully_shard
     # per decoder layer); nproc ranks per node on nnodes nodes. batch_size is each rank's: the global
     # batch is batch_size x nproc x nnodes
@@ -104,6 +109,8 @@ class Settings:
                 "must be false, true (every layer) or a positive integer k (every k-th layer)")
         if gc == 1 and not isinstance(gc, bool):
             object.__setattr__(self, "gradient_checkpointing", True)  # every 1st layer is every layer
+        require(self.memory_pass_steps >= 0, "memory_pass_steps", self.memory_pass_steps,
+                "must be >= 0 (0: no memory pass)")
         require(self.loss_chunks > 0, "loss_chunks", self.loss_chunks, "must be a positive integer")
         require(self.target_accuracy is None or 0 < self.target_accuracy <= 1, "target_accuracy",
                 self.target_accuracy, "must be in (0, 1] (a fraction: 0.75 is 75%)")

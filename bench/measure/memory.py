@@ -6,8 +6,9 @@ apart. NVML figures are relative to a baseline taken before the model loads.
 
 On the CPU a cell's memory is the process's peak resident set (Linux VmHWM) in the interval, above
 the resident set just before the model loads: `peak_rss_above_baseline_bytes`. The interpreter,
-torch and the other libraries imported before that point are not in it; the weights, gradients,
-optimizer state, activations and the allocator's retained pages are. The peak is reset at the start
+torch and the other libraries imported before that point are not in it, nor the libraries' code
+paged in since (`library_code_bytes`: kernels run for the first time, from /proc/self/smaps); the
+weights, gradients, optimizer state, activations and the allocator's retained pages are. The peak is reset at the start
 of each interval by writing 5 to /proc/self/clear_refs (Linux 4.0+); where that is refused, the
 figure covers the process's whole life and a note says so.
 """
@@ -55,6 +56,23 @@ def peak_rss_bytes() -> int:
     return kib * 1024
 
 
+def library_code_bytes() -> int | None:
+    """Resident bytes of the shared libraries' file mappings (their code and read-only data), from
+    /proc/self/smaps; None where it cannot be read. They only grow as ops run for the first time."""
+    total, library = 0, False
+    try:
+        with open("/proc/self/smaps") as fh:
+            for line in fh:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    name = line.rsplit(" ", 1)[-1].strip()
+                    library = name.endswith(".so") or ".so." in name
+                elif library and line.startswith("Rss:"):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def reset_peak_rss() -> bool:
     """Start a new peak-RSS interval (the peak becomes the current RSS); False where refused."""
     try:
@@ -63,32 +81,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-RELEASE_THRESHOLD_BYTES = 128 * 1024  # glibc's initial threshold, kept fixed
-RELEASE_NOTE = ("cpu_allocator = 'release': glibc's mmap threshold fixed at 128 KiB (mallopt M_MMAP_THRESHOLD), "
-                "so freed blocks go back to the OS and the RSS peak follows the live tensors; steps run slower "
-                "than under glibc's defaults")
-
-
-def release_freed_blocks() -> None:
-    """Fix glibc's mmap threshold at 128 KiB, as MALLOC_MMAP_THRESHOLD_=131072 would: every block of
-    that size and up is mapped on its own and unmapped when freed. By default glibc raises the
-    threshold to the largest block freed so far, after which freed tensors stay on the heap and in the
-    resident set: on the CPU a peak RSS then holds 30-70% more than the tensors alive at the peak."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        ok = libc.mallopt(M_MMAP_THRESHOLD, RELEASE_THRESHOLD_BYTES) == 1
-    except (OSError, AttributeError):
-        ok = False
-    if not ok:
-        raise UnsupportedError("cpu_allocator = 'release' needs glibc's mallopt (Linux with glibc); "
-                               "this C library has none, or refused it")
 
 
 class NvmlSampler:
@@ -187,6 +179,8 @@ class MemoryTracker:
         self.nvml: NvmlSampler | None = None
         self.notes: list[str] = []
         self.rss_baseline_bytes = rss_bytes()  # before the model loads: the runtime and libraries only
+        # library code paged in after the baseline (kernels run for the first time) is not the cell's memory
+        self.library_baseline_bytes = library_code_bytes()
         self._carried: dict[str, int] = {}  # peaks from before an excluded interval (see `excluded`)
         if self.cuda:
             try:
@@ -252,6 +246,10 @@ class MemoryTracker:
             if out.get(key) is not None:
                 out[key] = max(out[key], value)
         out["peak_rss_above_baseline_bytes"] = out["peak_rss_bytes"] - self.rss_baseline_bytes
+        now = library_code_bytes() if self.library_baseline_bytes is not None else None
+        if now is not None:  # the growth since the baseline is left out (at most what is resident now)
+            out["library_code_bytes"] = max(0, now - self.library_baseline_bytes)
+            out["peak_rss_above_baseline_bytes"] -= out["library_code_bytes"]
         return out
 
     def close(self) -> None:

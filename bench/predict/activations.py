@@ -1,14 +1,17 @@
 """Activation memory of a training step: the bytes the forward keeps for the backward.
 
-A Llama-style decoder is accounted op by op, layer by layer (`FORMULA`); any other model gets the
-generic transformer formula (`GENERIC`). Both read the meta model `build.build_meta` made: which
-weights train and in what dtype, which are quantized, which adapters hang on which linear.
+A Llama-style decoder is accounted op by op, layer by layer (`FORMULA`), a BERT-style encoder too
+(bench/predict/encoder.py); any other model gets the generic transformer formula (`GENERIC`). All
+read the meta model `build.build_meta` made: which weights train and in what dtype, which are
+quantized, which adapters hang on which linear.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from bench.predict.encoder import ENCODER_LINEARS, ENCODER_NORMS, encoder_activations
+from bench.predict.layer import (Activations, BatchShape, LayerInputs, _attention_saved, _dims, _first_number,
+                                 _layer_inputs_only)
 from bench.predict.linears import (LinearFacts, Runtime, SavedPerToken, linear_facts, save_linear_inputs,
                                    trainable_linears)
 from bench.predict.static import loss_bytes
@@ -35,73 +38,6 @@ LLAMA_LINEARS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_at
 LLAMA_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
-@dataclass(frozen=True)
-class BatchShape:
-    """One training batch as the model computes it."""
-
-    batch_size: int
-    positions: int  # sequence positions per row (virtual tokens included)
-    padded: bool  # rows shorter than seq_len: attention needs a mask
-
-
-@dataclass
-class Activations:
-    saved_bytes: int  # kept by the forward for the backward, whole step
-    weight_casts_bytes: int  # bf16 weight copies autocast keeps alive until the backward
-    loss_bytes: int  # the loss' temporaries at the start of the backward
-    recompute_bytes: int  # one layer's saved tensors, rebuilt in the backward (checkpointing)
-    formula: str
-
-
-class Dims(NamedTuple):
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-
-
-@dataclass(frozen=True)
-class LayerInputs:
-    """What the accounting of every layer reads."""
-
-    built: MetaBuilt
-    shape: BatchShape
-    runtime: Runtime
-    stream_bytes: int  # bytes per element of the residual stream (the embeddings' dtype)
-
-    @property
-    def matmul_bytes(self) -> int:
-        """Bytes per element of a matmul's output: bf16 under autocast, else the stream's dtype."""
-        return 2 if self.runtime.autocast else self.stream_bytes
-
-
-def _dims(config: Any) -> Dims:
-    hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
-    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
-    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
-    return Dims(hidden, heads, kv_heads, head_dim, intermediate, int(config.vocab_size))
-
-
-def attention_kernel(config: Any, nbytes: int, device_type: str, padded: bool = False) -> str:
-    """Which attention runs: "eager" (the model's own), else SDPA's choice. Rows that fill seq_len
-    need no mask, and transformers then asks SDPA for grouped K/V (enable_gqa): CUDA serves that with
-    flash attention, which needs 16-bit inputs; fp32 with grouped heads falls back to the math
-    kernel; the CPU's flash kernel takes fp32 and grouped heads. Padded rows bring a mask: K/V are
-    repeated to every head first, and SDPA turns the boolean mask into one in the query's dtype per
-    call ("masked": the memory-efficient kernel on CUDA, flash on the CPU, both keeping that mask)."""
-    if getattr(config, "_attn_implementation", "sdpa") == "eager":
-        return "eager"
-    if padded:
-        return "masked"
-    size = _dims(config)
-    if device_type == "cuda" and nbytes == 4 and size.kv_heads < size.heads:
-        return "math"
-    return "flash"
-
-
 def _norm_saved(saved: SavedPerToken, key: str, norm: Any, hidden: int, stream_bytes: int, x_grad: bool) -> None:
     """RMSNorm upcasts its input to fp32 (a copy, or the stream itself when fp32) and keeps it with a
     fp32 rsqrt per token, when the input needs a gradient; the normalized input (stream dtype) only
@@ -110,27 +46,6 @@ def _norm_saved(saved: SavedPerToken, key: str, norm: Any, hidden: int, stream_b
         saved.add(key + ".x32", 4 * hidden + 4)
     if norm is not None and any(p.requires_grad for p in norm.parameters()):
         saved.add(key + ".y", stream_bytes * hidden)
-
-
-def _attention_saved(saved: SavedPerToken, prefix: str, inputs: LayerInputs) -> str:
-    """The attention's own saved tensors; returns the key of the tensor o_proj reads."""
-    config, shape, nbytes = inputs.built.model.config, inputs.shape, inputs.matmul_bytes
-    size = _dims(config)
-    kernel = attention_kernel(config, nbytes, "cuda" if inputs.runtime.cuda else "cpu", shape.padded)
-    # math, eager and masked repeat K/V to every head
-    kv_features = size.heads * size.head_dim if kernel != "flash" else size.kv_heads * size.head_dim
-    for part, features in (("q", size.heads * size.head_dim), ("k", kv_features), ("v", kv_features)):
-        saved.add(f"{prefix}attn.{part}", nbytes * features)
-    if kernel in ("flash", "masked"):  # flash / memory-efficient: the output (o_proj's input), a logsumexp
-        saved.add(prefix + "attn.out", nbytes * size.heads * size.head_dim)
-        saved.add(prefix + "attn.lse", 4 * size.heads)
-        if kernel == "masked":  # (b, 1, s, s) in the query's dtype
-            saved.add(prefix + "attn.mask", nbytes * shape.positions)
-        return prefix + "attn.out"
-    # the probabilities over every key (fp32 in eager, plus their cast back)
-    probs_bytes = 4 + (nbytes if kernel == "eager" and nbytes != 4 else 0)
-    saved.add(prefix + "attn.probs", probs_bytes * size.heads * shape.positions)
-    return prefix + "attn.merged"  # transpose + reshape makes a new tensor for o_proj
 
 
 def _layer_saved(saved: SavedPerToken, layer: nn.Module, prefix: str, inputs: LayerInputs, input_grad: bool) -> None:
@@ -194,14 +109,6 @@ def _has_submodule(module: nn.Module, path: str) -> bool:
         return False
 
 
-def _first_number(config: Any, names: tuple[str, ...]) -> float:
-    for name in names:
-        value = getattr(config, name, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return 0.0
-
-
 def _generic(built: MetaBuilt, shape: BatchShape, stream_bytes: int, tokens: int, loss: int,
              cuda: bool) -> Activations:
     """Korthikanti et al. 2022 for a standard layer: s*b*h*(34 + 5as/h) bytes at 16 bits, that is
@@ -253,19 +160,6 @@ def _layers_saved(inputs: LayerInputs, layers: Any, outside: set[int]) -> tuple[
     return saved, per_layer_max, no_grad_linears
 
 
-def _layer_inputs_only(saved: SavedPerToken, num_layers: int, input_bytes: int, every: int = 1) -> SavedPerToken:
-    """What gradient checkpointing keeps: each checkpointed layer's (every `every`-th) input instead
-    of its saved tensors; the other layers keep theirs."""
-    checkpointed = {f"L{i}." for i in range(0, num_layers, every)}
-    kept = SavedPerToken()
-    for key, value in saved.items.items():
-        if not any(key.startswith(prefix) for prefix in checkpointed):
-            kept.add(key, value)
-    for prefix in sorted(checkpointed):
-        kept.add(f"{prefix}input", input_bytes)
-    return kept
-
-
 def activations(built: MetaBuilt, shape: BatchShape, device_type: str = "cuda") -> Activations:
     """The activation memory of one training step of the meta-built model on batches of `shape`."""
     settings, model = built.plan.cell.settings, built.model
@@ -276,6 +170,8 @@ def activations(built: MetaBuilt, shape: BatchShape, device_type: str = "cuda") 
     causal = built.plan.ctx.model.kind == "causal"
     loss = loss_bytes(settings, size.vocab, size.hidden, stream_bytes, tokens) if causal else 0
     layers = _decoder_layers(model, int(model.config.num_hidden_layers))
+    if layers is not None and all(_has_submodule(layers[0], p) for p in [*ENCODER_LINEARS.values(), *ENCODER_NORMS]):
+        return encoder_activations(LayerInputs(built, shape, runtime, stream_bytes), layers, loss)
     if layers is None or not all(_has_submodule(layers[0], p) for p in [*LLAMA_LINEARS.values(), *LLAMA_NORMS]):
         return _generic(built, shape, stream_bytes, tokens, loss, runtime.cuda)
     head, final = model.get_output_embeddings(), _final_norm(model, layers)

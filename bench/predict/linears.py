@@ -41,6 +41,7 @@ class LinearFacts:
     width_out: int
     trains: bool  # its own weight trains
     quantized: bool
+    quant_kind: str | None  # "4bit" or "int8" where quantized
     side_branches: list[tuple[int, float]]  # trainable side linears reading its input: (dtype bytes, dropout p)
     inner_linears: list[tuple[int, int]]  # other trainable linears inside it: (in_features, dtype bytes)
     scale: str | None  # a trained vector that scales the "input" or the "output" ((IA)^3)
@@ -80,7 +81,8 @@ def linear_facts(module: nn.Module, quantized: dict[int, QuantizedWeight], autoc
     scale = None
     if vectors:  # by its length: the input's (feed-forward (IA)^3) or the output's
         scale = "input" if vectors[0].numel() == width_in and width_in != width_out else "output"
-    return LinearFacts(width_in, width_out, bool(weight.requires_grad), id(weight) in quantized, side_branches,
+    kind = quantized[id(weight)].kind if id(weight) in quantized else None
+    return LinearFacts(width_in, width_out, bool(weight.requires_grad), kind is not None, kind, side_branches,
                        inner_linears, scale, vectors[0].element_size() if vectors else 0)
 
 
@@ -90,10 +92,12 @@ def save_linear_inputs(saved: SavedPerToken, key: str, x_bytes: int, linears: di
     A frozen weight's matmul keeps nothing of X (its input gradient needs only the weight); a
     quantized one neither (bitsandbytes saves the packed weight). A training weight keeps X, or
     under autocast its own bf16 copy (autocast caches casts of weights only, so each consumer casts
-    X again). A low-rank side branch (LoRA) keeps X cast to its dtype (peft casts per branch), or
-    with dropout the dropped copy and the mask (CUDA's fused dropout: one byte; the CPU keeps the
-    scaled noise in X's dtype, and only when X needs a gradient); its second linear keeps its own
-    small input. A trained scaling vector ((IA)^3) keeps what it scales: X, or the output."""
+    X again). On the CPU, bitsandbytes trains an 8-bit linear through MatMul8bitFp, which keeps its
+    input X (`ctx.A`, unseen by saved-tensor hooks) for a weight gradient, frozen weight or not, when
+    X needs a gradient (CUDA's MatMul8bitLt is not modelled so). A low-rank side branch (LoRA) keeps
+    X cast to its dtype (peft casts per branch), or with dropout the dropped copy and the mask
+    (CUDA's fused dropout: one byte; the CPU keeps the scaled noise in X's dtype, and only when X
+    needs a gradient); its second linear keeps its own small input. A trained scaling vector ((IA)^3) keeps what it scales: X, or the output."""
     autocast = runtime.autocast
     for name, facts in linears.items():
         width = facts.width_in
@@ -102,6 +106,8 @@ def save_linear_inputs(saved: SavedPerToken, key: str, x_bytes: int, linears: di
                 saved.add(f"{prefix}{name}.x_bf16", 2 * width)
             else:
                 saved.add(key, x_bytes * width)
+        if facts.quant_kind == "int8" and not runtime.cuda and x_grad:  # the very tensor X: shared
+            saved.add(key, x_bytes * width)
         for i, (branch_bytes, dropout) in enumerate(facts.side_branches):
             tag = f"{prefix}{name}.reader{i}"
             if dropout > 0:

@@ -11,10 +11,14 @@ Exact arithmetic on facts read off the (meta) model:
   absmax per 256 values (tensors under 4,096 values keep fp32 state) and two shared 256-entry maps;
   paged state of tensors of 1e5+ values lives in CUDA managed memory, outside torch's counters.
   In this harness bf16-mixed keeps fp32 weights and autocasts: no separate master copy exists.
+- the CPU's resident set also holds a quantized load's checkpoint pages (`mapped_checkpoint_bytes`).
 """
 from __future__ import annotations
 
+import json
 import math
+import struct
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from bench.spec import is_paged
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 
     from bench.build import QuantizedWeight
 
+SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1}
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only state tensors this large
 BNB_8BIT_MIN_NUMEL = 4096  # smaller tensors keep 32-bit state in the 8-bit optimizers
 
@@ -86,3 +91,33 @@ def loss_bytes(settings: Any, vocab: int, hidden: int, stream_bytes: int, tokens
     if settings.loss == "liger":
         return stream_bytes * hidden * tokens
     return 12 * vocab * tokens
+
+
+def checkpoint_dtype_bytes(location: Any) -> int | None:
+    """Bytes per value of a local safetensors checkpoint (the dtype holding most of its bytes, read
+    from the files' headers), or None where the location is no folder of safetensors files."""
+    files = sorted(Path(str(location)).glob("*.safetensors")) if location is not None else []
+    by_dtype: dict[str, int] = {}
+    for path in files:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                start, end = entry["data_offsets"]
+                by_dtype[entry["dtype"]] = by_dtype.get(entry["dtype"], 0) + end - start
+    if not by_dtype:
+        return None
+    return SAFETENSORS_BYTES.get(max(by_dtype, key=lambda k: by_dtype[k]))
+
+
+def mapped_checkpoint_bytes(model: torch.nn.Module, quantized: dict[int, QuantizedWeight],
+                            value_bytes: int | None) -> int:
+    """What the CPU process keeps resident of the checkpoint file of a quantized load. transformers
+    maps safetensors files into memory, and the quantizer reads every weight it quantizes from the
+    mapping: those pages (numel x the checkpoint's bytes per value, each weight) stay resident, counted
+    by the process's RSS, as long as the mapping lives, which it does while an unquantized parameter
+    loaded in the file's dtype still views it. 0 where nothing is quantized or nothing views it."""
+    if not quantized or value_bytes is None:
+        return 0
+    views = any(id(p) not in quantized and p.element_size() == value_bytes for p in model.parameters())
+    return sum(p.numel() * value_bytes for p in model.parameters() if id(p) in quantized) if views else 0

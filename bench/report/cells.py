@@ -69,6 +69,16 @@ def _identity(rec: Record) -> dict[str, Any]:
     }
 
 
+def memory_taken(rec: Record) -> str:
+    """Under which glibc allocator a CPU record's memory figures were taken ("" on CUDA): the memory
+    block's own word, else (records from before it) the cell's cpu_allocator setting."""
+    if rec.cuda:
+        return ""
+    allocator = rec.memory.cpu_allocator or (rec.settings or {}).get("cpu_allocator", "default")
+    steps = rec.memory.memory_pass_steps
+    return f"{allocator} (memory pass, {steps} steps)" if steps else str(allocator)
+
+
 def _memory(rec: Record) -> dict[str, Any]:
     trainable, total = num(rec.params.trainable), num(rec.params.total)
     peak, source = headline_peak(rec)  # the one definition (bench/results/peaks.py)
@@ -77,6 +87,8 @@ def _memory(rec: Record) -> dict[str, Any]:
         "trainable_params": trainable, "total_params": total,
         "trainable_%": 100 * trainable / total if total else math.nan,
         "peak_mem_GiB": peak / GIB, "peak_mem_source": source if not math.isnan(peak) else "",
+        "peak_mem_allocator": memory_taken(rec) if not math.isnan(peak) else "",
+        "timed_peak_mem_GiB": _gib(m.timed_peak_rss_above_baseline_bytes),
         "peak_alloc_GiB": _gib(m.peak_allocated_bytes), "peak_reserved_GiB": _gib(m.peak_reserved_bytes),
         "nvml_device_peak_GiB": _gib(m.nvml_device_peak_bytes),
         "nvml_process_peak_GiB": _gib(m.nvml_process_peak_bytes), "peak_rss_GiB": _gib(m.peak_rss_bytes),

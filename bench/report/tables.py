@@ -42,6 +42,7 @@ CELLS = [
     ("Energy (J/1k tok)", "train_J_per_1k_tokens", 2, True),
     ("Trainable (%)", "trainable_%", 2, None),
 ]
+MEMORY_UNDER = "Memory taken under (glibc)"
 # Decimals of the CSV columns (others are written as they are).
 CSV_DECIMALS = {"_ci95": 4, "_kJ": 4, "_W": 2, "_J": 3,
                 "_GiB": 4, "_MiB": 3, "_ms_median": 3, "_ms_iqr": 3, "_%": 3, "tokens_per_s": 1, "_s": 3}
@@ -142,6 +143,10 @@ def cells_table(data: RunData) -> Table:
         raw[header] = c[col].tolist()
         if lower is not None:
             bold[header] = chosen_mask(c, col, places, lower)
+    if c["peak_mem_allocator"].astype(bool).any():  # CPU figures: the allocator they were taken under
+        at = list(shown.columns).index("Peak mem. (GiB)") + 1 if "Peak mem. (GiB)" in shown else len(shown.columns)
+        shown.insert(at, MEMORY_UNDER, c["peak_mem_allocator"].tolist())
+        bold.insert(at, MEMORY_UNDER, False)
     return Table(shown, bold, raw)
 
 

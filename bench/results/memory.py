@@ -76,9 +76,15 @@ class Memory(Block):
     peak_rss_bytes: int | None = None
     rss_baseline_bytes: int | None = None
     peak_rss_above_baseline_bytes: int | None = None
+    library_code_bytes: int | None = None  # the CPU: library code paged in since the baseline, left out of the above
     eval_peak_allocated_bytes: int | None = None
     eval_peak_rss_above_baseline_bytes: int | None = None
     compile_warmup_peak_allocated_bytes: int | None = None  # CUDA: the compile warm-up's, kept out of the training peak
+    # the CPU: the glibc allocator the peak RSS figures above were taken under ("default" or
+    # "release"), and where a memory pass took them, its steps and the timed steps' own figure
+    cpu_allocator: str | None = None
+    memory_pass_steps: int | None = None
+    timed_peak_rss_above_baseline_bytes: int | None = None
     breakdown: Breakdown = _block(Breakdown)
     predicted: Predicted = _block(Predicted)
     notes: list[str] | None = None

@@ -8,7 +8,9 @@ keeps for every probe. Torch-free.
   saving only torch sees, and its managed state growing is the peak growing, whether NVML has a
   figure or not.
 - CPU: the peak resident set of the training steps above the resident set just before the model
-  loaded (there is no managed memory: bitsandbytes falls back to ordinary state on the CPU).
+  loaded, less the library code paged in since (`memory.library_code_bytes`); there is no managed
+  memory: bitsandbytes falls back to ordinary state on the CPU. Taken under the glibc allocator
+  `memory.cpu_allocator` names (a memory pass: "release").
 
 And how much of a change in the CPU figure is noise (`noise_floor`), derived from the runs compared.
 """

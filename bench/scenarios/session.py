@@ -15,9 +15,11 @@ import torch
 from bench import build, parallel
 from bench.exec.environment import cpu_name
 from bench.measure.breakdown import parameter_split
-from bench.measure.memory import RELEASE_NOTE, MemoryTracker, apply_cap, release_freed_blocks, warm_runtime
+from bench.measure.glibc import RELEASE_NOTE, release_freed_blocks
+from bench.measure.memory import MemoryTracker, apply_cap, warm_runtime
 from bench.measure.weights import bits_per_param_of, checkpoint_bytes, weights_breakdown
 from bench.results.record import Record
+from bench.scenarios import memory_pass
 from bench.spec import Cell
 
 
@@ -84,7 +86,7 @@ def open_session(cell: Cell, rec: Record, at: Callable[[str], None]) -> Iterator
     cap = apply_cap(device)
     if cap is not None:
         rec.memory_cap.set(**cap)
-    if s.cpu_allocator == "release":
+    if s.cpu_allocator == "release" or memory_pass.applies(s, device, plan.method.trains):  # before the baseline
         release_freed_blocks()
     warm_runtime(device)
     with contextlib.ExitStack() as stack:

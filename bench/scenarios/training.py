@@ -32,6 +32,7 @@ from bench.measure.accuracy import evaluate
 from bench.measure.breakdown import PeakWatch, breakdown, gradient_bytes
 from bench.measure.energy import EnergyMeter, Span
 from bench.measure.timing import StepTimer, summarize
+from bench.scenarios import memory_pass
 from bench.scenarios.evaluation import evaluate_after, no_quality, validate_after
 from bench.scenarios.forgetting import Forgetting
 from bench.scenarios.session import Session
@@ -106,6 +107,7 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
     step = Step(recipe.compiled(model, settings), opt, trainable, settings,
                 recipe.forward_context(settings, s.autocast, device), loss)
     timer = StepTimer(device)
+    taken = memory_pass.run(settings, s.memory, step, batches) if memory_pass.applies(settings, device) else None
     with _step_bar(total_steps, s.cell.name) as bar:
         s.memory.reset()  # the optimizer state's first allocation belongs to training's peak
         compile_times = _warm_compiled(s, step, batches) if settings.compile != "off" else []
@@ -123,7 +125,10 @@ def _train(s: Session, loop: LoopState, loss: StepLoss, meter: EnergyMeter) -> l
         span, train_s = probe.without_evaluations(span), train_s - probe.eval_s
         rec.target.set(**probe.record())
     rec.energy.set(**_energy(span, settings.steps, tokens))
-    rec.memory.set(**s.memory.read())
+    rec.memory.set(**s.memory.read(), cpu_allocator=None if s.memory.cuda else settings.cpu_allocator)
+    if taken:  # the pass's figures are the record's; the timed steps' peak is kept beside them
+        rec.memory.timed_peak_rss_above_baseline_bytes = rec.memory.peak_rss_above_baseline_bytes
+        rec.memory.set(**taken)
     rec.time.set(**summarize(timer.step_s(), tokens), train_s=train_s,
                  padding_fraction=1 - tokens / max(1, sum(positions(b) for b in timed)))
     if compile_times:

@@ -37,7 +37,7 @@ NOT_MEMORY = {"steps", "warmup_steps", "lr", "weight_decay", "max_grad_norm", "e
               "general_tokens"}
 # what the memory model predicts is the tensors alive at the peak; these change only how much of the
 # freed memory the measured figure also holds
-ACCOUNTING = {"cpu_allocator"}
+ACCOUNTING = {"cpu_allocator", "memory_pass_steps"}  # what the figure holds of freed memory
 ENV_KEYS = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
@@ -124,7 +124,9 @@ def one(rec: Record) -> Explanation:
         worst = sorted(gaps, reverse=True)[:2]
         ex.lines.append("  largest gaps (recorded - predicted): "
                         + "; ".join(f"{name} {diff / GIB:+.4f} GiB" for _, name, diff in worst))
-    if not rec.cuda and (rec.settings or {}).get("cpu_allocator", "default") == "default":
+    # the allocator the figure was taken under (a memory pass takes it under release); older records: the setting
+    taken = rec.memory.cpu_allocator or (rec.settings or {}).get("cpu_allocator", "default")
+    if not rec.cuda and taken == "default":
         ex.lines.append("  on the CPU the peak is one resident-set figure, and 'the rest' holds what glibc keeps of "
                         "freed tensors (its dynamic mmap threshold moves large blocks onto the heap, which it does "
                         "not give back): the setting cpu_allocator = \"release\" takes most of it away, at a cost "

@@ -68,9 +68,9 @@ def test_rss_reads_are_bytes_of_this_process() -> None:
 # A fresh interpreter per case: mallopt changes the allocator of the whole process it runs in.
 _RETAINED = """
 import sys, torch
-from bench.measure import memory
+from bench.measure import glibc, memory
 if sys.argv[1] == "release":
-    memory.release_freed_blocks()
+    glibc.release_freed_blocks()
 # glibc's default threshold rises to the size of the first block freed (up to 32 MiB, above which
 # every block is mapped): the second such block lands on the heap and stays resident when freed
 for _ in range(2):

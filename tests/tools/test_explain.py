@@ -101,3 +101,13 @@ def test_the_cpu_allocator_is_accounting_not_a_predicted_share() -> None:
     assert "accounting differs: cpu_allocator default -> release" in ex.text()
     assert "cpu_allocator = \"release\"" in explain.one(a).text()  # the default's note points at the setting
     assert "cpu_allocator" not in explain.one(b).text()
+
+
+def test_a_figure_a_memory_pass_took_under_release_gets_no_advice_to_use_release() -> None:
+    """What the record says its figure was taken under decides, not the cell's setting (a memory pass
+    takes it under release while the timed steps keep the default)."""
+    rec, _ = _rec(32, "fp32", 0.10, memory_pass_steps=2)
+    rec.memory.set(cpu_allocator="release", memory_pass_steps=2)
+    assert "cpu_allocator = \"release\"" not in explain.one(rec).text()
+    rec.memory.cpu_allocator = "default"
+    assert "cpu_allocator = \"release\"" in explain.one(rec).text()
