@@ -172,3 +172,25 @@ def fake_clock(monkeypatch: Any, step_s: float = 0.25, eval_s: float = 1.0, watt
         monkeypatch.setattr(module, "evaluate", advancing(module.evaluate, eval_s))
     monkeypatch.setattr(training, "_clock", lambda device: clock())
     return clock
+
+
+def saved_storages(model: Any, batch: dict[str, Any], keep_out: Any = (), autocast: Any = None) -> dict[int, int]:
+    """The distinct storages autograd keeps for the backward of one forward of `model` on `batch`
+    (under `autocast`), as data pointer -> bytes, leaving out the parameters' and those of the
+    tensors in `keep_out`: a count of what the forward saves, independent of any allocator."""
+    import contextlib
+
+    import torch
+
+    before = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *keep_out]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in before:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), (autocast or contextlib.nullcontext)():
+        model(**batch).loss
+    return seen

@@ -12,7 +12,7 @@ import torch
 from bench.exec.worker import run_cell
 from bench.measure import breakdown as bd
 from bench.results.record import Record
-from tests.helpers import cell, tiny_config
+from tests.helpers import cell, saved_storages, tiny_config
 
 FAST = dict(steps=2, warmup_steps=1, eval_examples=0)
 
@@ -44,18 +44,8 @@ def saved_activations(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     """Bytes and count of the storages autograd keeps for the backward of one training forward,
     each storage once, leaving out those that existed before it (parameters, buffers, the batch):
     a count of the activations independent of the allocator and of the breakdown's arithmetic."""
-    before = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), *batch.values()]}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in before:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(**batch).loss
+    seen = saved_storages(model, batch, keep_out=[*model.buffers(), *batch.values()])
     return sum(seen.values()), len(seen)
 
 

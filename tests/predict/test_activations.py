@@ -10,7 +10,7 @@ import torch
 from bench import build
 from bench.catalog.models import BUILTIN
 from bench.predict import predict
-from tests.helpers import cell
+from tests.helpers import cell, saved_storages
 
 VOCAB = BUILTIN["tiny-llama"].config["vocab_size"]
 INT64_BYTES = 8
@@ -18,18 +18,7 @@ INT64_BYTES = 8
 
 def _saved_bytes(model: torch.nn.Module, batch: dict[str, torch.Tensor], autocast: Any) -> int:
     """Bytes of the distinct non-parameter storages autograd keeps for the backward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
-        model(**batch).loss
-    return sum(seen.values())
+    return sum(saved_storages(model, batch, autocast=autocast).values())
 
 
 @pytest.mark.parametrize("method, options, precision", [
